@@ -1,0 +1,77 @@
+r"""
+# Highlighting code, one line at a time
+
+Pycco highlights the whole file in one call to Pygments (so that a string or comment
+spanning sections is lexed correctly) and then splits the HTML at marker comments. We
+keep the one-call idea but split differently: we walk Pygments' *tokens* ourselves and
+cut them at line ends, so every source line becomes one self-contained
+`<span class="line">`. That is what lets a single line carry its own number, its
+highlight background and its `+`/`−` gutter mark.
+"""
+
+from __future__ import annotations
+
+from html import escape
+
+from pygments import lex
+from pygments.formatters import HtmlFormatter
+from pygments.token import STANDARD_TYPES
+
+from .parse import Section
+
+MARK_SYMBOL = {"add": "+", "del": "\u2212", "hl": "\u203a", "": ""}
+MARK_LABEL = {"add": "added", "del": "removed", "hl": "highlighted"}
+
+
+def css_class(ttype) -> str:
+    """Pygments' short CSS class for a token type (`k` for Keyword, `nf` for a function
+    name), falling back to the nearest parent type that has one."""
+    while ttype not in STANDARD_TYPES:
+        ttype = ttype.parent
+    return STANDARD_TYPES[ttype]
+
+
+def highlight_lines(code: str, lexer) -> list[str]:
+    """HTML for each line of `code`, with every token span closed at the line end."""
+    lines: list[list[str]] = [[]]
+    for ttype, value in lex(code, lexer):
+        cls = css_class(ttype)
+        parts = value.split("\n")
+        for k, part in enumerate(parts):
+            if k:
+                lines.append([])
+            if part:
+                text = escape(part, quote=False)
+                lines[-1].append(f'<span class="{cls}">{text}</span>' if cls else text)
+    html = ["".join(parts) for parts in lines]
+    n = code.count("\n") + 1
+    return (html + [""] * n)[:n]
+
+
+def highlight_sections(sections: list[Section], lexer) -> list[str]:
+    """The code column of every section, lexed together as one file."""
+    joined = "\n".join("\n".join(s.code_lines) for s in sections if s.code_lines)
+    lines = iter(highlight_lines(joined, lexer)) if joined else iter(())
+    out = []
+    for s in sections:
+        rows = []
+        for i, mark in enumerate(s.marks):
+            html = next(lines)
+            attrs = f' data-line="{s.code_start + i}"'
+            if mark:
+                attrs += f' data-mark="{MARK_SYMBOL[mark]}" title="{MARK_LABEL[mark]}"'
+            rows.append(f'<span class="line{" " + mark if mark else ""}"{attrs}>{html}</span>')
+        out.append("\n".join(rows))
+    return out
+
+
+def pygments_css() -> str:
+    """Token colours for the light theme and, scoped under `[data-theme="dark"]`, the
+    dark one. Generated at build time so both always match the installed Pygments."""
+    light = HtmlFormatter(style="default").get_style_defs([".code", ".docs .highlight"])
+    dark = HtmlFormatter(style="github-dark").get_style_defs(
+        ['[data-theme="dark"] .code', '[data-theme="dark"] .docs .highlight'])
+    # Each theme's page background comes from our stylesheet, not from Pygments.
+    keep = [ln for ln in (light + "\n" + dark).split("\n")
+            if "{ background" not in ln and "pre { line-height" not in ln]
+    return "\n".join(keep) + "\n"

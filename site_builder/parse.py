@@ -1,0 +1,226 @@
+r"""
+# Splitting a source file into sections
+
+A page of this site is a list of **sections**: a piece of prose (Markdown) and the code
+that follows it. Pycco already knows how to cut a file this way: a run of comment lines
+is prose, the code after it belongs to it, and a new section starts at every `def`,
+`class` or decorator line. We import Pycco's `parse` and its language table and keep
+that logic as it is.
+
+What Pycco gets wrong is the Python docstring. It looks for lines that *start or end*
+with three double quotes, which breaks on a docstring closed on its own first line
+(Pycco issues #108 and #120), on triple quotes inside ordinary strings, and
+it strips every docstring line flat, destroying nested lists and indented code blocks
+(#105, #32). So before Pycco sees a Python file we find the real docstrings with the
+`tokenize` module — which knows exactly where every string starts and ends — and
+rewrite each one as a block of `#` comments **with the same number of lines**. Pycco
+then parses a file it handles well, and line numbers still match the original file.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import tokenize
+from dataclasses import dataclass, field
+
+from pycco.languages import supported_languages
+from pycco.main import parse as pycco_parse
+
+from .errors import BuildError, Warnings
+
+# Pycco compiles its language table at import time (comment matcher, Pygments lexer).
+# For Python we hand it a copy *without* the triple-quote delimiters: docstrings arrive as
+# comments, so Pycco's own docstring handling never runs.
+PYTHON = dict(supported_languages[".py"])
+PYTHON.pop("multistart", None)
+PYTHON.pop("multiend", None)
+
+
+def language_for(path: str) -> dict | None:
+    """The Pycco language entry for a file name, or `None` if Pycco does not know it."""
+    for ext, lang in supported_languages.items():
+        if path.endswith(ext):
+            return PYTHON if ext == ".py" else lang
+    return None
+
+
+# A section, with the line numbers of the original file kept for error messages and
+# for the line numbers shown beside the code. `marks` holds one highlight mark per code
+# line ('' for none, or `add`, `del`, `hl`); the directives module fills it in.
+@dataclass
+class Section:
+    docs: str
+    docs_line: int
+    code_lines: list[str]
+    code_start: int
+    docs_from_docstring: bool = False
+    marks: list[str] = field(default_factory=list)
+    index: int = 0
+
+    @property
+    def code(self) -> str:
+        return "\n".join(self.code_lines)
+
+    def is_empty(self) -> bool:
+        return not self.docs.strip() and not self.code.strip()
+
+
+# === Finding docstrings ===
+#
+# A docstring here is any triple-quoted string that is a statement of its own: the
+# token before it ends a line (or opens an indented block, or starts the file), and the
+# token after it ends the line. That covers module, class and function docstrings and
+# the "prose strings" some authors put between statements, and it excludes
+# `x = """..."""` and strings passed as arguments.
+
+STATEMENT_START = {tokenize.NEWLINE, tokenize.NL, tokenize.INDENT, tokenize.DEDENT,
+                   tokenize.ENCODING, tokenize.COMMENT}
+
+
+@dataclass
+class Docstring:
+    start: int  # first line, 1-based
+    end: int  # last line
+    col: int  # column of the string prefix
+    prefix: str  # `r`, `u`, `` ...
+    quote: str  # `"""` or `'''`
+    body: str  # the text between the quotes, as written in the file
+
+
+def find_docstrings(code: str, path: str = "<string>") -> tuple[list[Docstring], dict[int, str]]:
+    """Return the docstrings and a map from line number to that line's `#` comment."""
+    try:
+        tokens = list(tokenize.generate_tokens(io.StringIO(code).readline))
+    except (tokenize.TokenError, IndentationError, SyntaxError) as e:
+        line = getattr(e, "lineno", None) or (e.args[1][0] if len(e.args) > 1 else None)
+        raise BuildError(path, line, f"cannot tokenize Python source: {e.args[0]}") from None
+    docstrings = []
+    comments = {}
+    significant = [t for t in tokens if t.type not in (tokenize.NL, tokenize.COMMENT)]
+    for tok in tokens:
+        if tok.type == tokenize.COMMENT:
+            comments[tok.start[0]] = tok.string
+    for i, tok in enumerate(significant):
+        if tok.type != tokenize.STRING:
+            continue
+        m = re.match(r"([A-Za-z]*)(\"\"\"|''')", tok.string)
+        if not m or "f" in m.group(1).lower() or "b" in m.group(1).lower():
+            continue
+        before = significant[i - 1].type if i else tokenize.ENCODING
+        after = significant[i + 1].type if i + 1 < len(significant) else tokenize.ENDMARKER
+        if before not in STATEMENT_START or after not in (tokenize.NEWLINE, tokenize.ENDMARKER):
+            continue
+        # The string must also start its line: `x = 1; """..."""` is not prose.
+        if tok.line[: tok.start[1]].strip():
+            continue
+        prefix, quote = m.group(1), m.group(2)
+        body = tok.string[len(prefix) + 3: -3]
+        docstrings.append(Docstring(tok.start[0], tok.end[0], tok.start[1], prefix, quote, body))
+    return docstrings, comments
+
+
+def dedent_docstring(body: str) -> list[str]:
+    """Split a docstring body into lines and remove the common indentation.
+
+    Like `inspect.cleandoc`, the first line is left alone and the others lose only the
+    indentation they *all* share, so a nested list or an indented code block keeps its
+    own indentation (Pycco strips every line flat). Unlike `cleandoc` we keep every
+    line, blank ones included, so that line numbers survive."""
+    lines = body.split("\n")
+    rest = [ln for ln in lines[1:] if ln.strip()]
+    margin = min((len(ln) - len(ln.lstrip()) for ln in rest), default=0)
+    out = [lines[0].strip()]
+    for ln in lines[1:]:
+        out.append(ln[margin:].rstrip() if ln.strip() else "")
+    return out
+
+
+MATH_HINT = re.compile(r"\$|\\[A-Za-z]+")
+
+
+def docstrings_to_comments(code: str, path: str, warnings: Warnings | None = None
+                           ) -> tuple[str, set[int], dict[int, str]]:
+    """Rewrite every docstring as `#` comments, line for line.
+
+    Returns the new source, the set of line numbers that were docstring lines, and the
+    map of real `#` comments per line (the line markers use it)."""
+    docstrings, comments = find_docstrings(code, path)
+    lines = code.split("\n")
+    doc_lines: set[int] = set()
+    for d in docstrings:
+        # A non-raw docstring with math in it has already been changed by Python:
+        # `"\frac"` holds a form feed and `"\beta"` a backspace. The page shows the
+        # text as written, but `help()` and the reader's copy do not, so we warn.
+        if "r" not in d.prefix.lower() and MATH_HINT.search(d.body):
+            if warnings is not None:
+                warnings.warn(path, d.start, 'docstring contains math but is not a raw string '
+                              '(write r""" so that backslashes survive)')
+        indent = " " * d.col
+        for offset, text in enumerate(dedent_docstring(d.body)):
+            lines[d.start - 1 + offset] = f"{indent}# {text}" if text else f"{indent}#"
+            doc_lines.add(d.start + offset)
+    return "\n".join(lines), doc_lines, comments
+
+
+# === Parsing ===
+#
+# Pycco drops a `#!` first line and a `coding:` line by removing them from its list of
+# lines, which shifts every line number after them. We blank those lines instead, so
+# the numbering is untouched, and then walk Pycco's sections counting lines: each docs
+# line and each code line Pycco produced is exactly one line of the file.
+
+def parse(code: str, path: str, warnings: Warnings | None = None) -> list[Section]:
+    language = language_for(path)
+    if language is None:
+        raise BuildError(path, None, "unsupported file type (Pycco has no language for it)")
+    code = code.replace("\r\n", "\n")
+    doc_lines: set[int] = set()
+    lines = code.split("\n")
+    if lines and lines[0].startswith("#!"):
+        lines[0] = ""
+    if language is PYTHON:
+        for i, ln in enumerate(lines[:2]):
+            if re.search(r"coding[:=]\s*([-\w.]+)", ln) and ln.lstrip().startswith("#"):
+                lines[i] = ""
+        code, doc_lines, _ = docstrings_to_comments("\n".join(lines), path, warnings)
+    else:
+        code = "\n".join(lines)
+
+    raw_sections = pycco_parse(code, language)
+
+    sections: list[Section] = []
+    line = 1
+    for raw in raw_sections:
+        docs_text, code_text = raw["docs_text"], raw["code_text"]
+        n_docs = docs_text.count("\n")
+        code_lines = code_text.split("\n")
+        if code_text.endswith("\n"):
+            code_lines.pop()
+        docs_line = line
+        code_start = line + n_docs
+        line = code_start + len(code_lines)
+        # Blank lines around the code are not shown; skip them in the numbering too.
+        while code_lines and not code_lines[0].strip():
+            code_lines.pop(0)
+            code_start += 1
+        while code_lines and not code_lines[-1].strip():
+            code_lines.pop()
+        from_doc = n_docs > 0 and all(docs_line + k in doc_lines for k in range(n_docs))
+        sections.append(Section(docs_text, docs_line, code_lines, code_start, from_doc))
+    if line - 1 != len(code.split("\n")):
+        raise BuildError(path, None, f"internal: line count mismatch ({line - 1} != "
+                         f"{len(code.split(chr(10)))})")
+
+    # Pycco emits sections with neither prose nor code (a run of blank lines between two
+    # comment blocks); they only add empty rows to the page.
+    sections = [s for s in sections if not s.is_empty()]
+    for i, s in enumerate(sections):
+        s.index = i
+        s.marks = [""] * len(s.code_lines)
+    return sections
+
+
+def comment_map(code: str, path: str) -> dict[int, str]:
+    """Line number -> the `#` comment on that line (Python only, via tokenize)."""
+    return find_docstrings(code.replace("\r\n", "\n"), path)[1]

@@ -1,0 +1,178 @@
+r"""
+# From a source file to a page
+
+A page is made in two passes. The first, `prepare`, is cheap: it parses the file into
+sections, applies the directives, finds the title, the anchors, the math and the text
+for search, and checks every formula. The site needs this for *all* pages before it can
+render *any* of them, because a cross-reference on one page must name an anchor on
+another. The second pass, `render`, runs Markdown and Pygments and fills the template;
+an incremental build skips it for pages whose inputs have not changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import posixpath
+import re
+from dataclasses import dataclass, field
+
+from .course import Course, Page
+from .directives import apply_directives
+from .errors import Warnings
+from .highlight import highlight_sections
+from .mathtex import COMPLETE_MATH, check_math, mask_code, separate_display_math
+from .parse import Section, comment_map, language_for, parse
+from .xref import (Resolver, Target, heading_texts, page_anchors,
+                   pycco_headings_to_markdown)
+
+FRONT_MATTER = re.compile(r"\A\s*---\n(.*?)\n---[ \t]*\n", re.S)
+
+
+@dataclass
+class Prepared:
+    page: Page
+    text: str
+    digest: str
+    sections: list[Section]
+    anchors: object
+    title: str
+    summary: str = ""
+    has_math: bool = False
+    target: Target | None = None
+    search: list[dict] = field(default_factory=list)
+
+
+def front_matter(section: Section) -> dict[str, str]:
+    """`---` / `key: value` / `---` at the start of a page, as nn.labml.ai writes it."""
+    m = FRONT_MATTER.match(section.docs)
+    if not m:
+        return {}
+    section.docs = section.docs[m.end():]
+    section.docs_line += m.group(0).count("\n")
+    meta = {}
+    for line in m.group(1).split("\n"):
+        key, sep, value = line.partition(":")
+        if sep:
+            meta[key.strip()] = value.strip().strip("\"'")
+    return meta
+
+
+def plain_text(docs: str) -> str:
+    """Markdown reduced to words, for the search index."""
+    text = re.sub(r"```.*?```", " ", docs, flags=re.S)
+    text = re.sub(r"\[\[([^\]|]+\|)?([^\]]+)\]\]", r"\2", text)
+    text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", text)
+    text = re.sub(r"[#*_`>|]", " ", text)
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def prepare(page: Page, warnings: Warnings) -> Prepared:
+    text = page.src.read_text(encoding="utf8")
+    path = str(page.src)
+    if page.kind == "markdown":
+        lines = text.split("\n")
+        sections = [Section(text, 1, [], len(lines) + 1)]
+        code = None
+    else:
+        sections = parse(text, path, warnings)
+        comments = comment_map(text, path) if language_for(path) and page.src.suffix == ".py" else None
+        apply_directives(sections, path, comments)
+        code = text if page.src.suffix == ".py" else None
+    meta = front_matter(sections[0]) if sections else {}
+    for s in sections:
+        s.docs = pycco_headings_to_markdown(s.docs)
+        check_math(s.docs, path, s.docs_line)
+    anchors = page_anchors(sections, code)
+
+    first_headings = heading_texts(sections[0].docs) if sections else []
+    title = page.title or meta.get("title") or (
+        re.sub(r"[`*_]", "", first_headings[0]) if first_headings else page.src.name)
+    has_math = any(p.search(mask_code(s.docs)) for s in sections for p in COMPLETE_MATH)
+    prepared = Prepared(page, text, hashlib.sha256(text.encode()).hexdigest(), sections,
+                        anchors, title, meta.get("summary", ""), has_math)
+    prepared.target = Target(page.src, page.rel_src, page.out, anchors.all)
+    for s, anchor, heads in zip(sections, anchors.section_ids, anchors.heading_ids):
+        words = plain_text(s.docs)
+        if words:
+            heading = heading_texts(s.docs)[0] if heads else title
+            prepared.search.append({"a": anchor, "h": re.sub(r"[`*_$\\]", "", heading), "t": words})
+    return prepared
+
+
+# === Rendering the prose ===
+#
+# Each section's Markdown goes through the shared converter: cross-references become
+# links, display math gets its blank lines, and after conversion each heading receives
+# the id that `prepare` already promised to the rest of the site.
+
+HEADING_TAG = re.compile(r"<h([1-6])>")
+
+
+def render_docs(md, docs: str, ids: list[str], resolver: Resolver, here: Target,
+                path: str, first_line: int) -> str:
+    docs = resolver.replace(docs, here, path, first_line)
+    md.reset()
+    out = md.convert(separate_display_math(docs))
+    queue = iter(ids)
+
+    def add_id(m: re.Match) -> str:
+        nid = next(queue, None)
+        return f'<h{m.group(1)} id="{nid}">' if nid else m.group(0)
+    return HEADING_TAG.sub(add_id, out)
+
+
+def page_context(prep: Prepared, course: Course, all_prepared: dict[str, Prepared],
+                 md, resolver: Resolver, lexer_for) -> dict:
+    page = prep.page
+    path = str(page.src)
+    root = "../" * page.out.count("/")
+    sections = []
+    code_html = (highlight_sections(prep.sections, lexer_for(path))
+                 if page.kind == "code" else [""] * len(prep.sections))
+    for s, sid, heads, defs, code in zip(prep.sections, prep.anchors.section_ids,
+                                         prep.anchors.heading_ids,
+                                         prep.anchors.definition_ids, code_html):
+        sections.append({
+            "index": s.index,
+            "anchor": sid,
+            "extra_ids": [d for d in defs],
+            "docs_html": render_docs(md, s.docs, heads, resolver, prep.target, path, s.docs_line),
+            "code_html": code,
+        })
+    order = course.pages
+    i = order.index(page)
+
+    def link(other: Page | None) -> dict | None:
+        if other is None:
+            return None
+        return {"href": posixpath.relpath(other.out, posixpath.dirname(page.out) or "."),
+                "title": all_prepared[other.out].title}
+    chapter = page.chapter
+    chapter_pages = [link(p) | {"current": p is page} for p in chapter.pages] if chapter else []
+    return {
+        "page": page,
+        "title": prep.title,
+        "summary": prep.summary,
+        "root": root,
+        "sections": sections,
+        "has_math": prep.has_math,
+        "prev": link(order[i - 1] if i > 0 else None),
+        "next": link(order[i + 1] if i + 1 < len(order) else None),
+        "chapter": chapter,
+        "chapter_link": link(chapter.pages[0]) if chapter and chapter.pages else None,
+        "chapter_pages": chapter_pages,
+        "source_href": posixpath.basename(source_copy_path(page)),
+        "source_name": page.rel_src,
+        "run": page.run or (chapter.run if chapter and page.kind == "markdown" else None),
+    }
+
+
+def source_copy_path(page: Page) -> str:
+    """Where the raw source is copied for "View source" (a `.txt` file, so that browsers
+    show it as text over `file://` instead of offering a download)."""
+    return page.out[: -len(".html")] + page.src.suffix + ".txt"
+
+
+def escape(text: str) -> str:
+    return html.escape(text, quote=True)

@@ -1,0 +1,269 @@
+r"""
+# Building the whole site
+
+A build has three promises.
+
+**Atomic.** Everything is written into a fresh folder beside the output; only when the
+last file is written do we swap it in. A build that fails on a broken formula on its
+last page leaves the previous site exactly as it was.
+
+**Deterministic.** The same inputs give byte-identical files: no timestamps, every list
+sorted or in course order, JSON with sorted keys. Two builds can be compared with
+`diff -r`, and a page that did not change does not show up as changed.
+
+**Incremental.** Each page's output depends on its own source and on things shared by
+every page (templates, styles, the builder itself, the list of pages and titles used
+for navigation, the anchors other pages may link to). We hash those into a *site key*
+and give each page the key `hash(site key, page source)`. A page whose key matches the
+previous build is copied instead of rendered; when nothing at all changed, the build
+stops after hashing the inputs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jinja2
+
+from . import __version__
+from .course import Course
+from .errors import BuildError, Warnings
+from .highlight import pygments_css
+from .mathtex import make_markdown
+from .parse import language_for
+from .render import Prepared, page_context, prepare, source_copy_path
+from .xref import Resolver
+
+PROJECT = Path(__file__).resolve().parent.parent
+TEMPLATES = PROJECT / "templates"
+STATIC = PROJECT / "static"
+BUILDER = Path(__file__).resolve().parent
+STATE_FILE = ".annogen-build.json"
+
+# The MathJax files the pages load: the TeX-to-CommonHTML bundle, its fonts, and the
+# TeX extensions it loads on demand (`\boldsymbol`, `\cancel`, ...). The rest of the
+# 40 MB distribution is never requested.
+MATHJAX_FILES = ["tex-chtml.js", "output/chtml/fonts/woff-v2", "input/tex/extensions"]
+
+
+def mathjax_dir() -> Path:
+    import mathjax  # the django-static-mathjax package; it needs no Django to import
+    return Path(mathjax.__file__).resolve().parent / "static" / "mathjax" / "es5"
+
+
+@dataclass
+class Options:
+    out: Path
+    mathjax_url: str | None = None  # None: the local copy
+    base_title: str = ""
+
+
+@dataclass
+class Result:
+    rendered: list[str] = field(default_factory=list)
+    reused: list[str] = field(default_factory=list)
+    up_to_date: bool = False
+    warnings: Warnings = field(default_factory=Warnings)
+
+
+def _hash_files(h, files) -> None:
+    for f in sorted(files):
+        h.update(str(f).encode() + b"\0")
+        h.update(Path(f).read_bytes() + b"\0")
+
+
+def _tree(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+
+
+def input_digest(course: Course, options: Options) -> str:
+    """Everything a build reads. Equal digests mean an identical site."""
+    h = hashlib.sha256(__version__.encode())
+    h.update(json.dumps([options.mathjax_url, course.title, course.tagline]).encode())
+    for p in course.pages:
+        h.update(f"{p.out}\0{p.kind}\0{p.title}\0{p.run}\0".encode())
+    _hash_files(h, [p.src for p in course.pages])
+    extra = [course.manifest, course.intro] if course.manifest else []
+    _hash_files(h, [f for f in extra if f] + _tree(TEMPLATES) + _tree(STATIC) + _tree(BUILDER))
+    return h.hexdigest()
+
+
+def site_key(prepared: list[Prepared], digest_inputs: str) -> str:
+    """What every page shares: the navigation (titles, order) and all anchors."""
+    h = hashlib.sha256(__version__.encode())
+    for prep in prepared:
+        h.update(json.dumps([prep.page.out, prep.title, prep.page.run,
+                             sorted(prep.anchors.all)]).encode())
+    _hash_files(h, _tree(TEMPLATES) + _tree(STATIC) + _tree(BUILDER))
+    h.update(digest_inputs.encode())
+    return h.hexdigest()
+
+
+def read_state(out: Path) -> dict:
+    try:
+        return json.loads((out / STATE_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def jinja_env() -> jinja2.Environment:
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)),
+                              autoescape=True, undefined=jinja2.StrictUndefined,
+                              keep_trailing_newline=True)
+
+
+def build(course: Course, options: Options) -> Result:
+    out = options.out.resolve()
+    result = Result()
+    state = read_state(out)
+    digest = input_digest(course, options)
+    if out.is_dir() and state.get("input") == digest:
+        result.up_to_date = True
+        return result
+
+    # Pass 1: prepare every page (parse, directives, anchors, math checks).
+    prepared = [prepare(p, result.warnings) for p in course.pages]
+    by_out = {prep.page.out: prep for prep in prepared}
+    resolver = Resolver([prep.target for prep in prepared])
+    intro = _prepare_intro(course, result.warnings)
+    for prep in prepared + ([intro] if intro else []):
+        for s in prep.sections:
+            resolver.check(s.docs, prep.target, str(prep.page.src), s.docs_line)
+
+    key = site_key(prepared, json.dumps([options.mathjax_url, course.title, course.tagline]))
+    old_keys = state.get("pages", {}) if out.is_dir() else {}
+
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    try:
+        env = jinja_env()
+        md = make_markdown()
+        lexers = {}
+
+        def lexer_for(path: str):
+            lang = language_for(path)
+            return lexers.setdefault(lang["name"], lang["lexer"])
+
+        new_keys = {}
+        for prep in prepared:
+            page_key = hashlib.sha256((key + prep.digest).encode()).hexdigest()
+            new_keys[prep.page.out] = page_key
+            dest = tmp / prep.page.out
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            previous = out / prep.page.out
+            if old_keys.get(prep.page.out) == page_key and previous.is_file():
+                shutil.copyfile(previous, dest)
+                result.reused.append(prep.page.out)
+            else:
+                ctx = page_context(prep, course, by_out, md, resolver, lexer_for)
+                ctx.update(_common(course, options, ctx["root"], prep.has_math))
+                template = "doc.html" if prep.page.kind == "markdown" else "page.html"
+                dest.write_text(env.get_template(template).render(ctx), encoding="utf8")
+                result.rendered.append(prep.page.out)
+            (tmp / source_copy_path(prep.page)).write_bytes(prep.page.src.read_bytes())
+
+        index_html = env.get_template("index.html").render(
+            _index_context(course, by_out, intro, md, resolver, options))
+        (tmp / "index.html").write_text(index_html, encoding="utf8")
+        _write_assets(tmp, prepared, any(p.has_math for p in prepared + ([intro] if intro else []))
+                      and not options.mathjax_url)
+        _write_search_index(tmp, prepared, course)
+        (tmp / STATE_FILE).write_text(json.dumps({"input": digest, "pages": new_keys},
+                                                 sort_keys=True, indent=1) + "\n")
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _swap(tmp, out)
+    return result
+
+
+def _swap(tmp: Path, out: Path) -> None:
+    """Put the new site in place: two renames, then the old copy is removed."""
+    old = out.parent / f".{out.name}.old-{os.getpid()}"
+    if out.exists():
+        if not (out / STATE_FILE).exists() and any(out.iterdir()):
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise BuildError(out, None, "output folder exists and was not made by this "
+                             "builder; refusing to replace it (choose another --out)")
+        os.replace(out, old)
+    os.replace(tmp, out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _common(course: Course, options: Options, root: str, has_math: bool) -> dict:
+    return {
+        "course": course,
+        "root": root,
+        "has_math": has_math,
+        "mathjax_url": options.mathjax_url or f"{root}static/mathjax/tex-chtml.js",
+    }
+
+
+def _prepare_intro(course: Course, warnings: Warnings) -> Prepared | None:
+    if not course.intro:
+        return None
+    from .course import Page
+    page = Page(course.intro.resolve(), "index.html", "markdown",
+                course.intro.name, None, title=course.title)
+    return prepare(page, warnings)
+
+
+def _index_context(course, by_out, intro, md, resolver, options) -> dict:
+    from .render import render_docs
+    intro_html = ""
+    if intro:
+        intro_html = "".join(render_docs(md, s.docs, heads, resolver, intro.target,
+                                         str(intro.page.src), s.docs_line)
+                             for s, heads in zip(intro.sections, intro.anchors.heading_ids))
+    parts = []
+    for title, chapters in course.parts:
+        rows = []
+        for c in chapters:
+            pages = [{"href": p.out, "title": by_out[p.out].title, "kind": p.kind}
+                     for p in c.pages]
+            rows.append({"chapter": c, "href": c.pages[0].out if c.pages else "#",
+                         "pages": pages})
+        parts.append({"title": title, "chapters": rows})
+    ctx = {"title": course.title, "intro_html": intro_html, "parts": parts, "page": None,
+           "prev": None, "next": {"href": course.pages[0].out,
+                                  "title": by_out[course.pages[0].out].title}
+           if course.pages else None}
+    ctx.update(_common(course, options, "", bool(intro and intro.has_math)))
+    return ctx
+
+
+def _write_assets(tmp: Path, prepared, with_mathjax: bool) -> None:
+    static = tmp / "static"
+    static.mkdir(exist_ok=True)
+    for f in _tree(STATIC):
+        dest = static / f.relative_to(STATIC)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(f, dest)
+    (static / "pygments.css").write_text(pygments_css(), encoding="utf8")
+    if with_mathjax:
+        src = mathjax_dir()
+        for name in MATHJAX_FILES:
+            if (src / name).is_dir():
+                shutil.copytree(src / name, static / "mathjax" / name,
+                                ignore=shutil.ignore_patterns("all-packages.js"))
+            else:
+                (static / "mathjax" / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(src / name, static / "mathjax" / name)
+
+
+def _write_search_index(tmp: Path, prepared, course: Course) -> None:
+    """The index is a script, not JSON: a page opened from `file://` may load a script
+    but may not `fetch` a file, so search works in both cases."""
+    entries = [{"u": prep.page.out, "p": prep.title,
+                "c": prep.page.chapter.title if prep.page.chapter else "",
+                "s": prep.search} for prep in prepared]
+    data = json.dumps(entries, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    (tmp / "static" / "search-index.js").write_text(
+        f"window.ANNOGEN_SEARCH = {data};\n", encoding="utf8")

@@ -1,0 +1,133 @@
+/* annogen course site: theme toggle, copy buttons, search. No dependencies, and
+   nothing here needs a server: pages work the same from file://. */
+(function () {
+  "use strict";
+  var KEY = "annogen-theme";
+  var root = document.documentElement;
+
+  /* ---- theme: follows the OS until the reader chooses; the choice persists ---- */
+  function stored() {
+    try { return localStorage.getItem(KEY); } catch (e) { return null; }
+  }
+  function setTheme(t, persist) {
+    root.setAttribute("data-theme", t);
+    if (persist) { try { localStorage.setItem(KEY, t); } catch (e) {} }
+    var b = document.getElementById("theme-toggle");
+    if (b) b.setAttribute("aria-pressed", t === "dark" ? "true" : "false");
+  }
+  var toggle = document.getElementById("theme-toggle");
+  if (toggle) {
+    setTheme(root.getAttribute("data-theme") || "light", false);
+    toggle.addEventListener("click", function () {
+      setTheme(root.getAttribute("data-theme") === "dark" ? "light" : "dark", true);
+    });
+  }
+  if (window.matchMedia) {
+    var mq = matchMedia("(prefers-color-scheme: dark)");
+    var onChange = function (e) { if (!stored()) setTheme(e.matches ? "dark" : "light", false); };
+    if (mq.addEventListener) mq.addEventListener("change", onChange);
+  }
+
+  /* ---- copy buttons: a section's code without removed lines, or a run command ---- */
+  function copyText(text, button) {
+    var done = function () {
+      var old = button.textContent;
+      button.textContent = "Copied";
+      setTimeout(function () { button.textContent = old; }, 1200);
+    };
+    if (navigator.clipboard && window.isSecureContext) {
+      navigator.clipboard.writeText(text).then(done, function () { fallback(text); done(); });
+    } else { fallback(text); done(); }
+  }
+  function fallback(text) {
+    var ta = document.createElement("textarea");
+    ta.value = text; ta.setAttribute("readonly", ""); ta.style.position = "fixed"; ta.style.opacity = "0";
+    document.body.appendChild(ta); ta.select();
+    try { document.execCommand("copy"); } catch (e) {}
+    document.body.removeChild(ta);
+  }
+  function sectionCode(button) {
+    var lines = button.parentNode.querySelectorAll(".line:not(.del)");
+    return Array.prototype.map.call(lines, function (l) { return l.textContent; }).join("\n") + "\n";
+  }
+  document.addEventListener("click", function (e) {
+    var b = e.target.closest && e.target.closest(".copy-btn");
+    if (!b) return;
+    copyText(b.hasAttribute("data-copy") ? b.getAttribute("data-copy") : sectionCode(b), b);
+  });
+
+  /* ---- search over window.ANNOGEN_SEARCH (static/search-index.js) ---- */
+  var input = document.getElementById("search-input");
+  var list = document.getElementById("search-results");
+  var base = (function () {
+    /* The page's path back to the site root, from the stylesheet link it already has. */
+    var link = document.querySelector('link[href$="static/annogen.css"]');
+    return link ? link.getAttribute("href").replace(/static\/annogen\.css$/, "") : "";
+  })();
+  function escapeHtml(s) {
+    return s.replace(/[&<>"]/g, function (c) {
+      return { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" }[c];
+    });
+  }
+  function snippet(text, words) {
+    var lower = text.toLowerCase(), at = lower.indexOf(words[0]);
+    var start = Math.max(0, at - 60), s = text.slice(start, start + 180);
+    s = escapeHtml((start > 0 ? "\u2026" : "") + s + (start + 180 < text.length ? "\u2026" : ""));
+    words.forEach(function (w) {
+      s = s.replace(new RegExp("(" + w.replace(/[.*+?^${}()|[\]\\]/g, "\\$&") + ")", "ig"), "<mark>$1</mark>");
+    });
+    return s;
+  }
+  function search(q) {
+    var words = q.toLowerCase().split(/\s+/).filter(Boolean);
+    var hits = [];
+    if (!words.length || !window.ANNOGEN_SEARCH) return hits;
+    window.ANNOGEN_SEARCH.forEach(function (page) {
+      page.s.forEach(function (sec) {
+        var hay = (page.p + " " + sec.h + " " + sec.t).toLowerCase();
+        if (!words.every(function (w) { return hay.indexOf(w) >= 0; })) return;
+        var score = 0;
+        words.forEach(function (w) {
+          if (sec.h.toLowerCase().indexOf(w) >= 0) score += 5;
+          if (page.p.toLowerCase().indexOf(w) >= 0) score += 3;
+          score += Math.min(5, sec.t.toLowerCase().split(w).length - 1);
+        });
+        hits.push({ page: page, sec: sec, score: score });
+      });
+    });
+    hits.sort(function (a, b) { return b.score - a.score; });
+    return hits.slice(0, 20).map(function (h) {
+      return { href: base + h.page.u + "#" + h.sec.a, title: h.sec.h, where: (h.page.c ? h.page.c + " \u203a " : "") + h.page.p,
+               text: snippet(h.sec.t, words) };
+    });
+  }
+  function show(results, q) {
+    list.innerHTML = "";
+    if (!q) { list.hidden = true; return; }
+    if (!results.length) {
+      list.innerHTML = '<li class="none">No results for \u201c' + escapeHtml(q) + "\u201d</li>";
+    }
+    results.forEach(function (r) {
+      var li = document.createElement("li");
+      li.innerHTML = '<a href="' + escapeHtml(r.href) + '"><span class="r-title">' + escapeHtml(r.title) +
+        '</span> <span class="r-where">' + escapeHtml(r.where) + '</span><span class="r-text">' + r.text + "</span></a>";
+      list.appendChild(li);
+    });
+    list.hidden = false;
+  }
+  if (input && list) {
+    input.addEventListener("input", function () { show(search(input.value.trim()), input.value.trim()); });
+    input.addEventListener("keydown", function (e) {
+      if (e.key === "Escape") { input.value = ""; show([], ""); }
+      if (e.key === "Enter") { var a = list.querySelector("a"); if (a) window.location.href = a.href; }
+    });
+    document.addEventListener("keydown", function (e) {
+      if (e.key === "/" && document.activeElement !== input && !/INPUT|TEXTAREA/.test(document.activeElement.tagName)) {
+        e.preventDefault(); input.focus();
+      }
+    });
+    document.addEventListener("click", function (e) {
+      if (!e.target.closest(".search")) list.hidden = true;
+    });
+  }
+})();
