@@ -37,6 +37,7 @@ from markdown.util import AtomicString
 from .errors import BuildError
 
 FENCE = re.compile(r"^\s*(```|~~~)")
+LIST_ITEM = re.compile(r"^\s{0,3}([-*+]|\d+[.)])\s")
 
 
 def mask_code(text: str) -> str:
@@ -45,6 +46,7 @@ def mask_code(text: str) -> str:
     out = []
     in_fence = None
     prev_blank = True
+    in_list = False  # inside a list item, code needs 8 spaces, not 4
     for line in text.split("\n"):
         m = FENCE.match(line)
         if in_fence:
@@ -56,7 +58,9 @@ def mask_code(text: str) -> str:
             in_fence = m.group(1)
             out.append(" " * len(line))
             continue
-        if prev_blank and line.startswith("    ") and line.strip():
+        if line.strip() and not line.startswith("    "):
+            in_list = bool(LIST_ITEM.match(line))
+        if prev_blank and line.startswith("        " if in_list else "    ") and line.strip():
             out.append(" " * len(line))  # an indented code block
             continue
         prev_blank = not line.strip()

@@ -1,0 +1,255 @@
+"""Whole-site builds: the course, atomicity, determinism, incremental rebuilds, the CLI."""
+
+import hashlib
+import json
+import re
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+import build
+from site_builder.course import load_course
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def tree(folder: Path) -> dict[str, str]:
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def run(args, capsys):
+    code = build.main([str(a) for a in args])
+    return code, capsys.readouterr()
+
+
+@pytest.fixture(scope="module")
+def course_site(tmp_path_factory):
+    out = tmp_path_factory.mktemp("course") / "site"
+    assert build.main(["--out", str(out), "-q"]) == 0
+    return out
+
+
+# === The course ===
+
+def test_course_renders_index_and_every_manifest_page(course_site):
+    course = load_course(ROOT / "src" / "annogen" / "course.toml")
+    for page in course.pages:
+        assert (course_site / page.out).is_file(), page.out
+    index = (course_site / "index.html").read_text()
+    for _, chapters in course.parts:
+        for c in chapters:
+            assert c.title in index and f'href="{c.pages[0].out}"' in index
+
+
+def test_builder_renders_itself_as_a_chapter(course_site):
+    page = (course_site / "site-builder" / "parse.html").read_text()
+    assert "Splitting a source file into sections" in page
+    assert "pycco_parse" in page  # the code column shows the builder's own code
+    assert (course_site / "site-builder" / "index.html").is_file()  # README.md intro
+    # Its run box shows the command that runs it.
+    assert "python build.py" in (course_site / "site-builder" / "build.html").read_text()
+
+
+def test_pages_have_navigation_and_viewport(course_site):
+    course = load_course(ROOT / "src" / "annogen" / "course.toml")
+    pages = course.pages
+    for i, page in enumerate(pages):
+        html = (course_site / page.out).read_text()
+        assert '<meta name="viewport"' in html
+        if i + 1 < len(pages):
+            nxt = re.search(r'<a class="next" rel="next" href="([^"]+)"', html).group(1)
+            assert (course_site / page.out).parent.joinpath(nxt).resolve() == \
+                (course_site / pages[i + 1].out).resolve()
+        else:
+            assert 'rel="next"' not in html
+
+
+def test_mathjax_only_on_pages_with_math_and_only_the_files_pages_load(course_site):
+    with_math = (course_site / "index.html").read_text()  # the course intro has a formula
+    assert 'src="static/mathjax/tex-chtml.js"' in with_math
+    no_math = (course_site / "site-builder" / "errors.html").read_text()
+    assert "MathJax" not in no_math
+    mj = course_site / "static" / "mathjax"
+    assert (mj / "tex-chtml.js").is_file() and list((mj / "output/chtml/fonts/woff-v2").glob("*.woff"))
+    assert not (mj / "mml-chtml.js").exists() and not (mj / "sre").exists()
+    assert sum(p.stat().st_size for p in mj.rglob("*") if p.is_file()) < 4_000_000
+
+
+# === Rendering arbitrary files (the pycco way) ===
+
+def test_same_named_files_do_not_overwrite_each_other(write, tmp_path, capsys):
+    write("a/__init__.py", "# Package A.\nA = 1\n")
+    write("b/__init__.py", "# Package B.\nB = 2\n")
+    out = tmp_path / "docs"
+    assert run([tmp_path / "a", tmp_path / "b", "--out", out, "-q"], capsys)[0] == 0
+    assert "Package A." in (out / "a" / "__init__.html").read_text()
+    assert "Package B." in (out / "b" / "__init__.html").read_text()
+
+
+def test_many_files_build_without_recursion_error(tmp_path, capsys):
+    src = tmp_path / "many"
+    src.mkdir()
+    limit = sys.getrecursionlimit()
+    for i in range(limit + 50):
+        (src / f"m{i:04d}.py").write_text(f"# Module {i}.\nx = {i}\n")
+    out = tmp_path / "docs"
+    assert run([src, "--out", out, "-q"], capsys)[0] == 0
+    assert len(list(out.glob("*.html"))) == limit + 50 + 1  # and the index
+
+
+def test_run_box_shows_the_module_command(write, tmp_path, capsys):
+    write("pkg/__init__.py", "")
+    write("pkg/train.py", '# Train.\ndef main():\n    pass\n\n\nif __name__ == "__main__":\n    main()\n')
+    write("pkg/lib.py", "# Library.\nx = 1\n")
+    out = tmp_path / "docs"
+    assert run([tmp_path / "pkg", "--out", out, "-q"], capsys)[0] == 0
+    assert "<code>python -m pkg.train</code>" in (out / "train.html").read_text()
+    assert "Run it" not in (out / "lib.html").read_text()
+
+
+# === Atomic, deterministic, incremental ===
+
+@pytest.fixture
+def small(write, tmp_path):
+    write("src/a.py", '# # Page A\n#\n# Links to [[b.py]].\nx = 1\n')
+    write("src/b.py", '# # Page B\n#\n# Formula $\\alpha$.\ny = 2\n')
+    write("src/c.py", '# # Page C\nz = 3\n')
+    return tmp_path / "src"
+
+
+def test_failed_build_leaves_previous_site_intact(small, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert run([small, "--out", out, "-q"], capsys)[0] == 0
+    before = tree(out)
+    (small / "c.py").write_text("# # Page C\n# Broken $x + 1\nz = 3\n")
+    code, io = run([small, "--out", out, "-q"], capsys)
+    assert code == 1
+    assert io.err.strip().splitlines() == [f"{small / 'c.py'}:2: unclosed inline formula: "
+                                           "`$` has no closing `$` (write \\$ for a literal dollar sign)"]
+    assert tree(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "src"]  # no temp folders
+
+
+def test_two_builds_are_byte_identical(small, tmp_path, capsys):
+    assert run([small, "--out", tmp_path / "one", "-q"], capsys)[0] == 0
+    assert run([small, "--out", tmp_path / "two", "-q"], capsys)[0] == 0
+    assert tree(tmp_path / "one") == tree(tmp_path / "two")
+
+
+def test_incremental_rebuild_renders_only_what_changed(small, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert run([small, "--out", out], capsys)[0] == 0
+    code, io = run([small, "--out", out], capsys)
+    assert code == 0 and "up to date" in io.out
+
+    (small / "c.py").write_text("# # Page C\nz = 4  # changed code, same anchors\n")
+    code, io = run([small, "--out", out], capsys)
+    assert code == 0 and "rendered 1 pages, reused 2" in io.out
+    # The incremental result equals a clean build of the same inputs.
+    assert run([small, "--out", tmp_path / "clean", "-q"], capsys)[0] == 0
+    assert tree(out) == tree(tmp_path / "clean")
+
+    # A new heading is a new anchor other pages may link to: everything re-renders.
+    (small / "c.py").write_text("# # Page C\n# ## New part\nz = 4\n")
+    code, io = run([small, "--out", out], capsys)
+    assert "rendered 3 pages, reused 0" in io.out
+
+
+def test_refuses_to_replace_a_folder_it_did_not_make(small, tmp_path, capsys):
+    out = tmp_path / "precious"
+    out.mkdir()
+    (out / "thesis.tex").write_text("do not delete")
+    code, io = run([small, "--out", out, "-q"], capsys)
+    assert code == 1 and "refusing to replace it" in io.err
+    assert (out / "thesis.tex").read_text() == "do not delete"
+
+
+def test_mathjax_url_option_loads_from_that_url(small, tmp_path, capsys):
+    out = tmp_path / "out"
+    url = "https://cdn.example.org/mathjax@3.2.2/es5/tex-chtml.js"
+    assert run([small, "--out", out, "--mathjax-url", url, "-q"], capsys)[0] == 0
+    assert f'src="{url}"' in (out / "b.html").read_text()
+    assert not (out / "static" / "mathjax").exists()
+
+
+# === The command line ===
+
+@pytest.mark.parametrize("args,fragment", [
+    (["--bogus"], "unrecognized arguments: --bogus"),
+    (["--port", "99999", "--serve"], "--port must be between"),
+    (["--port", "x"], "invalid int value"),
+])
+def test_bad_flags_give_one_line(args, fragment):
+    proc = subprocess.run([sys.executable, "build.py", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 2
+    assert len(proc.stderr.strip().splitlines()) == 1 and fragment in proc.stderr
+
+
+def test_missing_path_and_bad_manifest_are_one_line_errors(tmp_path, capsys):
+    code, io = run([tmp_path / "nope.py", "--out", tmp_path / "o"], capsys)
+    assert code == 1 and io.err.strip() == f"{tmp_path / 'nope.py'}: no such file or folder"
+    bad = tmp_path / "course.toml"
+    bad.write_text('[course]\ntitle = "x"\n[[parts]]\n[[parts.chapters]]\nid = "a"\n'
+                   'title = "A"\npath = "missing"\n')
+    code, io = run(["--manifest", bad, "--out", tmp_path / "o"], capsys)
+    assert code == 1 and len(io.err.strip().splitlines()) == 1
+    assert "path missing does not exist" in io.err and "course.toml" in io.err
+    bad.write_text("[course\n")
+    code, io = run(["--manifest", bad, "--out", tmp_path / "o"], capsys)
+    assert code == 1 and "course.toml:1: invalid TOML" in io.err
+
+
+# === --serve ===
+
+def get(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=5) as r:
+        return r.read()
+
+
+def wait_for(predicate, seconds=20.0):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError("condition not met in time")
+
+
+def test_serve_rebuilds_on_change_and_shows_errors(small, tmp_path):
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "served"
+    proc = subprocess.Popen([sys.executable, "build.py", str(small), "--out", str(out), "--serve",
+                             "--port", str(port)], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        page = wait_for(lambda: get(base + "/a.html"))
+        assert b'<script src="/__annogen__/live.js"></script>' in page
+        assert b"live.js" not in (out / "a.html").read_bytes()  # the files stay clean
+        v0 = json.loads(get(base + "/__annogen__/state"))
+        assert v0["error"] is None
+
+        (small / "a.py").write_text("# # Page A, edited\nx = 1\n")
+        wait_for(lambda: json.loads(get(base + "/__annogen__/state"))["version"] > v0["version"])
+        assert b"Page A, edited" in get(base + "/a.html")
+
+        (small / "a.py").write_text("# # Page A\n# Link to [[nowhere.py]]\nx = 1\n")
+        state = wait_for(lambda: json.loads(get(base + "/__annogen__/state"))["error"])
+        assert "a.py:2: broken cross-reference [[nowhere.py]]" in state
+        assert b"Page A, edited" in get(base + "/a.html")  # previous site still served
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
