@@ -1,0 +1,389 @@
+#!/usr/bin/env python
+r"""
+# Benchmark: our site builder against stock Pycco
+
+    python benchmarks/site_build.py                  # 5 copies (~60 files), 5 runs
+    python benchmarks/site_build.py --copies 20 --runs 3 --json /tmp/site_build.json
+
+Both tools render the *same* corpus: the builder's own annotated sources
+(`site_builder/*.py` and `build.py`) copied `--copies` times into a temporary folder,
+one flat folder `copy_k/` per copy. (Flat, so that the cross-reference `[[build.py]]`
+in `__init__.py` resolves to the copy beside it; with `copy_k/site_builder/` plus
+`copy_k/build.py` it would match every copy and the build would stop as ambiguous.)
+
+Everything is timed in-process, after one untimed warm-up build of each tool (imports,
+lexers, template caches), with the two tools alternating run by run, each run into a
+fresh output folder:
+
+- **pycco**: `pycco.main.process(sources, outdir=..., preserve_paths=True, index=True)`,
+  with its one-line-per-file stdout suppressed. Pycco 0.6 recurses once per file, so a
+  large corpus hits `RecursionError`; we then raise `sys.setrecursionlimit` and say so.
+- **ours, full**: `build.main([*files, "--out", out, "-q"])` into a fresh folder.
+- **ours, no-op**: the same call again on the same folder, nothing changed.
+- **ours, one changed file**: a line appended to one source, rebuilt, then restored.
+  Two kinds of line: a comment line (what the brief asks for; it adds a section, hence
+  an anchor) and a code-only line (`pass`, which adds no anchor). We also count how many
+  pages were re-rendered, from the page keys in `.annogen-build.json`.
+
+"Bytes of a page with its assets" is one rendered page (default: `parse.py`) plus every
+local stylesheet, script and image it references. If the page loads the local MathJax,
+the whole `static/mathjax` folder is counted, an upper bound (a browser fetches only
+`tex-chtml.js`, the fonts and extensions it uses).
+
+Results go to a Markdown table on stdout and to JSON (`--json`, default
+`benchmarks/results/site_build.json`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import io
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+DEFAULT_JSON = REPO / "benchmarks" / "results" / "site_build.json"
+STATE_FILE = ".annogen-build.json"
+
+TARGET_RATIO = 1.0  # our full build / pycco full build, medians
+TARGET_NOOP = 0.10  # our no-op rebuild / our full build, medians
+
+
+def default_sources() -> list[Path]:
+    return sorted((REPO / "site_builder").glob("*.py")) + [REPO / "build.py"]
+
+
+def make_corpus(root: Path, copies: int) -> list[str]:
+    """Copy the sources into root/copy_k/; returns the files, relative to root, sorted."""
+    files = []
+    for k in range(copies):
+        folder = root / f"copy_{k}"
+        folder.mkdir(parents=True)
+        for src in default_sources():
+            shutil.copyfile(src, folder / src.name)
+            files.append(f"copy_{k}/{src.name}")
+    return sorted(files)
+
+
+# === The timed calls ===
+
+class Pycco:
+    def __init__(self, root: Path, files: list[str]):
+        import pycco.main
+        self.process = pycco.main.process
+        self.root = root
+        self.files = files  # relative: pycco puts an absolute path *under* outdir
+        self.notes: list[str] = []
+
+    def build(self, out: Path) -> float:
+        while True:
+            cwd = os.getcwd()
+            os.chdir(self.root)
+            try:
+                gc.collect()
+                start = time.perf_counter()
+                with contextlib.redirect_stdout(io.StringIO()):
+                    self.process(list(self.files), outdir=str(out), preserve_paths=True,
+                                 index=True)
+                return time.perf_counter() - start
+            except RecursionError:
+                old = sys.getrecursionlimit()
+                new = max(2 * old, 4 * len(self.files) + 2000)
+                sys.setrecursionlimit(new)
+                self.notes.append(f"pycco hit RecursionError with {len(self.files)} files "
+                                  f"(one frame per file); raised the recursion limit "
+                                  f"{old} -> {new} and re-ran")
+                shutil.rmtree(out, ignore_errors=True)
+            finally:
+                os.chdir(cwd)
+
+
+class Ours:
+    def __init__(self, root: Path, files: list[str]):
+        import build  # build.py at the repository root
+        self.main = build.main
+        self.files = [str(root / f) for f in files]
+
+    def build(self, out: Path) -> float:
+        gc.collect()
+        start = time.perf_counter()
+        rc = self.main([*self.files, "--out", str(out), "-q"])
+        took = time.perf_counter() - start
+        if rc != 0:
+            raise SystemExit(f"our build failed (exit status {rc}) into {out}")
+        return took
+
+
+def page_keys(out: Path) -> dict:
+    return json.loads((out / STATE_FILE).read_text())["pages"]
+
+
+def changed_keys(before: dict, after: dict) -> int:
+    return sum(1 for k, v in after.items() if before.get(k) != v)
+
+
+@contextlib.contextmanager
+def appended(path: Path, line: str):
+    original = path.read_bytes()
+    try:
+        text = original.decode("utf8")
+        if not text.endswith("\n"):
+            text += "\n"
+        path.write_bytes((text + line + "\n").encode("utf8"))
+        yield
+    finally:
+        path.write_bytes(original)
+
+
+# === Bytes of a page with its assets ===
+
+ASSET_REF = re.compile(
+    r"<(?:link\b[^>]*\brel=[\"']?stylesheet[^>]*\bhref|script\b[^>]*\bsrc|img\b[^>]*\bsrc)"
+    r"=[\"']([^\"']+)[\"']", re.I)
+
+
+def folder_bytes(folder: Path) -> int:
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+
+
+def page_bytes(out: Path, page: str) -> dict:
+    """The page's HTML plus every local asset it references (MathJax: whole folder)."""
+    html_path = out / page
+    html = html_path.read_text(encoding="utf8")
+    parts = {page: html_path.stat().st_size}
+    remote, notes = [], []
+    for ref in dict.fromkeys(ASSET_REF.findall(html)):
+        if re.match(r"^(?:[a-z][a-z0-9+.-]*:|//)", ref, re.I):
+            remote.append(ref)
+            continue
+        target = (html_path.parent / ref.split("#")[0].split("?")[0]).resolve()
+        if target.name == "tex-chtml.js" and target.parent.name == "mathjax":
+            rel = os.path.relpath(target.parent, out).replace(os.sep, "/") + "/"
+            parts[rel] = folder_bytes(target.parent)
+            notes.append(f"{rel} counted whole (upper bound)")
+        elif target.is_file():
+            parts[os.path.relpath(target, out).replace(os.sep, "/")] = target.stat().st_size
+        else:
+            notes.append(f"missing asset {ref}")
+    return {"page": page, "total": sum(parts.values()), "parts": parts, "remote": remote,
+            "notes": notes}
+
+
+def mathjax_upper_bound() -> int | None:
+    """What our build copies for a site with math (the same files and ignore pattern as
+    `site_builder/site.py:_write_assets`): what a math page could add."""
+    try:
+        from site_builder.site import MATHJAX_FILES, mathjax_dir
+        src = mathjax_dir()
+    except Exception:  # noqa: BLE001 - informational only
+        return None
+    total = 0
+    for name in MATHJAX_FILES:
+        p = src / name
+        if p.is_dir():
+            total += sum(f.stat().st_size for f in p.rglob("*")
+                         if f.is_file() and f.name != "all-packages.js")
+        elif p.is_file():
+            total += p.stat().st_size
+    return total
+
+
+# === The run ===
+
+def stats(times: list[float]) -> dict:
+    return {"median_s": statistics.median(times), "min_s": min(times), "runs_s": times}
+
+
+def run(copies: int, runs: int, page_name: str, log) -> dict:
+    with tempfile.TemporaryDirectory(prefix="annogen-bench-") as tmp:
+        tmp = Path(tmp)
+        src_root = tmp / "src"
+        files = make_corpus(src_root, copies)
+        stem = re.sub(r"\.[^.]*$", "", page_name)
+        page_src = src_root / "copy_0" / page_name
+        page_out = f"copy_0/{stem}.html"
+        if not page_src.is_file():
+            raise SystemExit(f"--page {page_name}: not in the corpus")
+        pycco, ours = Pycco(src_root, files), Ours(src_root, files)
+
+        log(f"corpus: {len(files)} files in {copies} copies; warm-up ...")
+        pycco.build(tmp / "warm-pycco")
+        ours.build(tmp / "warm-ours")
+
+        t = {k: [] for k in ("pycco_full", "ours_full", "ours_noop", "ours_one_comment",
+                             "ours_one_code")}
+        rerendered = {"ours_one_comment": [], "ours_one_code": []}
+        for i in range(runs):
+            p_out, o_out = tmp / f"pycco-{i}", tmp / f"ours-{i}"
+            order = [("pycco_full", pycco, p_out), ("ours_full", ours, o_out)]
+            if i % 2:
+                order.reverse()
+            for name, tool, out in order:
+                t[name].append(tool.build(out))
+
+            # No-op: nothing changed, so nothing may be written.
+            state = o_out / STATE_FILE
+            before = state.stat().st_mtime_ns
+            t["ours_noop"].append(ours.build(o_out))
+            if state.stat().st_mtime_ns != before:
+                raise SystemExit("no-op rebuild rewrote the site (fast path not taken)")
+
+            # One changed file: a code-only line, then (relative to that build) a comment.
+            for name, line in (("ours_one_code", "pass"),
+                               ("ours_one_comment", f"# benchmark edit {i}")):
+                keys = page_keys(o_out)
+                with appended(page_src, line):
+                    t[name].append(ours.build(o_out))
+                rerendered[name].append(changed_keys(keys, page_keys(o_out)))
+
+            log(f"run {i + 1}/{runs}: pycco {t['pycco_full'][-1]:.3f} s, ours "
+                f"{t['ours_full'][-1]:.3f} s, no-op {t['ours_noop'][-1]:.4f} s, one changed "
+                f"{t['ours_one_code'][-1]:.3f} / {t['ours_one_comment'][-1]:.3f} s")
+            if i < runs - 1:  # keep the last run's output for the page sizes
+                shutil.rmtree(p_out)
+                shutil.rmtree(o_out)
+
+        last = runs - 1
+        sizes = {"ours": page_bytes(tmp / f"ours-{last}", page_out),
+                 "pycco": page_bytes(tmp / f"pycco-{last}", page_out)}
+
+    import pycco
+    timings = {k: stats(v) for k, v in t.items()}
+    full = timings["ours_full"]["median_s"]
+    return {
+        "corpus": {"files": len(files), "copies": copies,
+                   "sources": [p.relative_to(REPO).as_posix() for p in default_sources()],
+                   "page": page_out},
+        "runs": runs,
+        "environment": {"python": platform.python_version(), "platform": platform.platform(),
+                        "cpus": os.cpu_count(),
+                        "pycco": getattr(pycco, "__version__", None) or _dist_version("pycco")},
+        "timings": timings,
+        "pages_rerendered": rerendered,
+        "derived": {
+            "full_ratio_ours_over_pycco": full / timings["pycco_full"]["median_s"],
+            "noop_fraction_of_full": timings["ours_noop"]["median_s"] / full,
+            "one_comment_fraction_of_full": timings["ours_one_comment"]["median_s"] / full,
+            "one_code_fraction_of_full": timings["ours_one_code"]["median_s"] / full,
+        },
+        "page_bytes": sizes,
+        "mathjax_upper_bound_bytes": mathjax_upper_bound(),
+        "targets": {"full_ratio_max": TARGET_RATIO, "noop_fraction_max": TARGET_NOOP},
+        "notes": pycco.notes if False else _notes(),
+    }
+
+
+_NOTES: list[str] = []
+
+
+def _notes() -> list[str]:
+    return list(_NOTES)
+
+
+def _dist_version(name: str) -> str | None:
+    try:
+        from importlib.metadata import version
+        return version(name)
+    except Exception:  # noqa: BLE001
+        return None
+
+
+# === The report ===
+
+def _ms(s: float) -> str:
+    return f"{s * 1000:.1f} ms"
+
+
+def _kb(n: int) -> str:
+    return f"{n:,} B ({n / 1024:.1f} KiB)"
+
+
+def table(r: dict) -> str:
+    t, d = r["timings"], r["derived"]
+    ok = lambda good: "yes" if good else "**no**"  # noqa: E731
+    rr = r["pages_rerendered"]
+    n = r["corpus"]["files"]
+
+    def med_min(k):
+        return f"{_ms(t[k]['median_s'])} median, {_ms(t[k]['min_s'])} min"
+
+    ours_b, pycco_b = r["page_bytes"]["ours"], r["page_bytes"]["pycco"]
+
+    def parts(b):
+        return " + ".join(f"{k} {v:,}" for k, v in b["parts"].items())
+
+    rows = [
+        ("corpus", f"{n} files ({r['corpus']['copies']} copies), {r['runs']} runs", "", ""),
+        ("pycco full build", med_min("pycco_full"), "", ""),
+        ("ours full build", med_min("ours_full"), "", ""),
+        ("full build ratio ours/pycco (median)", f"{d['full_ratio_ours_over_pycco']:.2f}",
+         f"<= {TARGET_RATIO:.1f}", ok(d["full_ratio_ours_over_pycco"] <= TARGET_RATIO)),
+        ("ours no-op rebuild", f"{_ms(t['ours_noop']['median_s'])} = "
+         f"{100 * d['noop_fraction_of_full']:.1f}% of full", f"<= {100 * TARGET_NOOP:.0f}%",
+         ok(d["noop_fraction_of_full"] <= TARGET_NOOP)),
+        ("ours one changed file: comment line appended",
+         f"{_ms(t['ours_one_comment']['median_s'])} = "
+         f"{100 * d['one_comment_fraction_of_full']:.0f}% of full; re-rendered "
+         f"{statistics.median(rr['ours_one_comment']):.0f}/{n} pages", "", ""),
+        ("ours one changed file: code line (`pass`) appended",
+         f"{_ms(t['ours_one_code']['median_s'])} = "
+         f"{100 * d['one_code_fraction_of_full']:.0f}% of full; re-rendered "
+         f"{statistics.median(rr['ours_one_code']):.0f}/{n} pages", "", ""),
+        (f"bytes of {r['corpus']['page']} + assets, ours",
+         f"{_kb(ours_b['total'])}: {parts(ours_b)}", "", ""),
+        (f"bytes of {r['corpus']['page']} + assets, pycco",
+         f"{_kb(pycco_b['total'])}: {parts(pycco_b)}", "", ""),
+    ]
+    if r["mathjax_upper_bound_bytes"] is not None:
+        has = any(k.endswith("mathjax/") for k in ours_b["parts"])
+        rows.append(("MathJax a math page adds, ours (upper bound: whole copied folder)",
+                     _kb(r["mathjax_upper_bound_bytes"])
+                     + (" (included above)" if has else " (not included above: page has no math)"),
+                     "", ""))
+    out = ["| metric | value | target | ok |", "|---|---|---|---|"]
+    out += [f"| {a} | {b} | {c} | {e} |" for a, b, c, e in rows]
+    notes = r["notes"] + ours_b["notes"] + [f"ours loads remotely: {u}" for u in ours_b["remote"]]
+    notes += [f"pycco loads remotely: {u}" for u in pycco_b["remote"]]
+    return "\n".join(out + ([""] + [f"- {x}" for x in notes] if notes else []))
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description="Time our site builder against stock Pycco.")
+    p.add_argument("--copies", type=int, default=5,
+                   help="copies of site_builder/*.py + build.py (12 files each; default 5)")
+    p.add_argument("--runs", type=int, default=5, help="timed runs per measurement (default 5)")
+    p.add_argument("--page", default="parse.py", help="source whose page is weighed "
+                   "(default parse.py)")
+    p.add_argument("--json", type=Path, default=DEFAULT_JSON,
+                   help=f"write results here (default {DEFAULT_JSON.relative_to(REPO)})")
+    p.add_argument("-q", "--quiet", action="store_true", help="print the table only")
+    args = p.parse_args(argv)
+    if args.copies < 1 or args.runs < 1:
+        p.error("--copies and --runs must be at least 1")
+
+    log = (lambda *_: None) if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
+    started = time.perf_counter()
+    result = run(args.copies, args.runs, args.page, log)
+    result["wall_s"] = time.perf_counter() - started
+    print(table(result))
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
+    log(f"wrote {args.json} ({result['wall_s']:.0f} s in all)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
