@@ -71,6 +71,9 @@ def build_once(args) -> bool:
     except BuildError as e:
         print(e, file=sys.stderr)
         return False
+    except OSError as e:  # e.g. an output folder we may not write
+        print(f"{e.filename or args.out}: {e.strerror}", file=sys.stderr)
+        return False
     result.warnings.print()
     if not args.quiet:
         took = time.perf_counter() - start

@@ -218,6 +218,7 @@ def run(copies: int, runs: int, page_name: str, log) -> dict:
         if not page_src.is_file():
             raise SystemExit(f"--page {page_name}: not in the corpus")
         pycco, ours = Pycco(src_root, files), Ours(src_root, files)
+        notes = pycco.notes
 
         log(f"corpus: {len(files)} files in {copies} copies; warm-up ...")
         pycco.build(tmp / "warm-pycco")
@@ -260,7 +261,6 @@ def run(copies: int, runs: int, page_name: str, log) -> dict:
         sizes = {"ours": page_bytes(tmp / f"ours-{last}", page_out),
                  "pycco": page_bytes(tmp / f"pycco-{last}", page_out)}
 
-    import pycco
     timings = {k: stats(v) for k, v in t.items()}
     full = timings["ours_full"]["median_s"]
     return {
@@ -270,7 +270,7 @@ def run(copies: int, runs: int, page_name: str, log) -> dict:
         "runs": runs,
         "environment": {"python": platform.python_version(), "platform": platform.platform(),
                         "cpus": os.cpu_count(),
-                        "pycco": getattr(pycco, "__version__", None) or _dist_version("pycco")},
+                        "pycco": _dist_version("pycco")},
         "timings": timings,
         "pages_rerendered": rerendered,
         "derived": {
@@ -282,15 +282,8 @@ def run(copies: int, runs: int, page_name: str, log) -> dict:
         "page_bytes": sizes,
         "mathjax_upper_bound_bytes": mathjax_upper_bound(),
         "targets": {"full_ratio_max": TARGET_RATIO, "noop_fraction_max": TARGET_NOOP},
-        "notes": pycco.notes if False else _notes(),
+        "notes": notes,
     }
-
-
-_NOTES: list[str] = []
-
-
-def _notes() -> list[str]:
-    return list(_NOTES)
 
 
 def _dist_version(name: str) -> str | None:

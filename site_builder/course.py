@@ -208,6 +208,7 @@ def course_from_paths(paths: list[Path], title: str = "Documentation") -> Course
             raise BuildError(p, None, "no such file or folder")
         if p.is_dir():
             files.extend(source_files(p))
+            files.extend(p / name for name in ("README.md",) if (p / name).is_file())
         elif language_for(p.name) or p.suffix.lower() == ".md":
             files.append(p)
         else:
@@ -217,6 +218,11 @@ def course_from_paths(paths: list[Path], title: str = "Documentation") -> Course
     files = list(dict.fromkeys(f.resolve() for f in files))
     root = Path(os.path.commonpath([f.parent for f in files]))
     course = Course(title=title, root=root)
+    # A README.md at the top is the index page's introduction, as in a course.
+    top_readme = [f for f in files if f.parent == root and f.name.lower() == "readme.md"]
+    if top_readme:
+        course.intro = top_readme[0]
+        files.remove(top_readme[0])
     by_folder: dict[str, Chapter] = {}
     for f in files:
         rel = f.relative_to(root).as_posix()

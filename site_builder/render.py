@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from .course import Course, Page
 from .directives import apply_directives
-from .errors import Warnings
+from .errors import BuildError, Warnings
 from .highlight import highlight_sections
 from .mathtex import COMPLETE_MATH, check_math, mask_code, separate_display_math
 from .parse import Section, comment_map, language_for, parse
@@ -68,8 +68,13 @@ def plain_text(docs: str) -> str:
 
 
 def prepare(page: Page, warnings: Warnings) -> Prepared:
-    text = page.src.read_text(encoding="utf8")
     path = str(page.src)
+    try:
+        text = page.src.read_text(encoding="utf8")
+    except UnicodeDecodeError as e:
+        raise BuildError(path, None, f"not UTF-8 text (byte {e.start}): {e.reason}") from None
+    except OSError as e:
+        raise BuildError(path, None, f"cannot read: {e.strerror}") from None
     if page.kind == "markdown":
         lines = text.split("\n")
         sections = [Section(text, 1, [], len(lines) + 1)]

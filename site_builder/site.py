@@ -88,8 +88,8 @@ def input_digest(course: Course, options: Options) -> str:
     for p in course.pages:
         h.update(f"{p.out}\0{p.kind}\0{p.title}\0{p.run}\0".encode())
     _hash_files(h, [p.src for p in course.pages])
-    extra = [course.manifest, course.intro] if course.manifest else []
-    _hash_files(h, [f for f in extra if f] + _tree(TEMPLATES) + _tree(STATIC) + _tree(BUILDER))
+    extra = [f for f in (course.manifest, course.intro) if f]
+    _hash_files(h, extra + _tree(TEMPLATES) + _tree(STATIC) + _tree(BUILDER))
     return h.hexdigest()
 
 

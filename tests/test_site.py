@@ -253,3 +253,24 @@ def test_serve_rebuilds_on_change_and_shows_errors(small, tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_top_readme_becomes_the_index_intro_and_is_watched(write, tmp_path, capsys):
+    write("proj/README.md", "# My project\n\nIntro with $x^2$.\n")
+    write("proj/a.py", "# A.\nx = 1\n")
+    out = tmp_path / "docs"
+    assert run([tmp_path / "proj", "--out", out, "-q"], capsys)[0] == 0
+    index = (out / "index.html").read_text()
+    assert "My project" in index and 'href="a.html"' in index
+    write("proj/README.md", "# My project, renamed\n")
+    assert run([tmp_path / "proj", "--out", out, "-q"], capsys)[0] == 0
+    assert "My project, renamed" in (out / "index.html").read_text()
+
+
+def test_binary_or_non_utf8_source_is_a_one_line_error(tmp_path, capsys):
+    src = tmp_path / "bad"
+    src.mkdir()
+    (src / "latin.py").write_bytes(b"# caf\xe9\nx = 1\n")
+    code, io = run([src, "--out", tmp_path / "o"], capsys)
+    assert code == 1 and io.err.strip().endswith("latin.py: not UTF-8 text (byte 5): invalid "
+                                                 "continuation byte")
