@@ -4,8 +4,8 @@ r"""
 A course is read in order, so the order is written down once, in a manifest
 (`src/annogen/course.toml`): the course title, then **parts**, each a list of
 **chapters** with a title, a one-line summary and an estimated time. A chapter points
-at a folder; the folder's `README.md` (Markdown with math) is the chapter's intro page
-and its source files follow, in the order the manifest gives or else by name with
+at a folder; the folder's `README.md` (Markdown with math; another file with `intro =`)
+is the chapter's intro page and its source files follow, in the order the manifest gives or else by name with
 `__init__.py` first.
 
 Everything the templates need for navigation — breadcrumbs, prev/next, the syllabus on
@@ -29,7 +29,7 @@ from .parse import language_for
 SKIP_DIRS = {"__pycache__", ".git", ".venv", "venv", "node_modules", "site"}
 
 
-@dataclass
+@dataclass(eq=False)  # pages are compared by identity
 class Page:
     src: Path  # absolute
     out: str  # path in the site, posix, e.g. "site-builder/parse.html"
@@ -40,7 +40,7 @@ class Page:
     run: str | None = None
 
 
-@dataclass
+@dataclass(eq=False)
 class Chapter:
     id: str
     title: str
@@ -176,7 +176,10 @@ def load_course(manifest: Path) -> Course:
             chapter = Chapter(id=entry["id"], title=entry["title"], summary=entry.get("summary", ""),
                               time=entry.get("time", ""), part=part.get("title", ""),
                               number=f"{p_index}.{c_index}")
-            readme = folder / "README.md"
+            readme = folder / entry.get("intro", "README.md")
+            if "intro" in entry and not readme.is_file():
+                raise BuildError(manifest, None, f"chapter '{chapter.id}': intro {entry['intro']} "
+                                 "does not exist")
             if readme.exists():
                 chapter.pages.append(Page(readme, f"{chapter.id}/index.html", "markdown",
                                           posixpath_rel(readme, root), chapter,

@@ -37,6 +37,9 @@ class BuildError(Exception):
         self.message = message
         super().__init__(str(self))
 
+    def __reduce__(self):  # so that an error raised in a worker process reaches the parent
+        return (BuildError, (self.path, self.line, self.message))
+
     def __str__(self) -> str:
         where = display_path(self.path)
         if self.line:

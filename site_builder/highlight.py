@@ -11,6 +11,7 @@ highlight background and its `+`/`−` gutter mark.
 
 from __future__ import annotations
 
+import functools
 from html import escape
 
 from pygments import lex
@@ -23,6 +24,7 @@ MARK_SYMBOL = {"add": "+", "del": "\u2212", "hl": "\u203a", "": ""}
 MARK_LABEL = {"add": "added", "del": "removed", "hl": "highlighted"}
 
 
+@functools.lru_cache(maxsize=None)
 def css_class(ttype) -> str:
     """Pygments' short CSS class for a token type (`k` for Keyword, `nf` for a function
     name), falling back to the nearest parent type that has one."""

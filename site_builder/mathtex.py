@@ -26,6 +26,7 @@ and report the file and line.
 
 from __future__ import annotations
 
+import functools
 import re
 import xml.etree.ElementTree as etree
 
@@ -40,6 +41,7 @@ FENCE = re.compile(r"^\s*(```|~~~)")
 LIST_ITEM = re.compile(r"^\s{0,3}([-*+]|\d+[.)])\s")
 
 
+@functools.lru_cache(maxsize=4096)
 def mask_code(text: str) -> str:
     """Blank out fenced blocks, indented code blocks and inline code spans, keeping
     every offset, so that searches for math or cross-references skip code."""

@@ -19,6 +19,8 @@ then parses a file it handles well, and line numbers still match the original fi
 
 from __future__ import annotations
 
+import ast
+import functools
 import io
 import re
 import tokenize
@@ -68,15 +70,14 @@ class Section:
 
 # === Finding docstrings ===
 #
-# A docstring here is any triple-quoted string that is a statement of its own: the
-# token before it ends a line (or opens an indented block, or starts the file), and the
-# token after it ends the line. That covers module, class and function docstrings and
-# the "prose strings" some authors put between statements, and it excludes
-# `x = """..."""` and strings passed as arguments.
-
-STATEMENT_START = {tokenize.NEWLINE, tokenize.NL, tokenize.INDENT, tokenize.DEDENT,
-                   tokenize.ENCODING, tokenize.COMMENT}
-
+# A docstring here is any triple-quoted string that is a statement of its own, starting
+# its line and ending it (a comment may follow). That covers module, class and function
+# docstrings and the "prose strings" some authors put between statements, and it
+# excludes `x = """..."""`, strings passed as arguments and `x = 1; """..."""`.
+#
+# Python's own parser finds them: `ast` knows every string statement and where it
+# starts and ends, at C speed. We take the text *as written* from the source (so `\frac`
+# stays `\frac` whatever the prefix), between the opening and closing quotes.
 
 @dataclass
 class Docstring:
@@ -84,40 +85,77 @@ class Docstring:
     end: int  # last line
     col: int  # column of the string prefix
     prefix: str  # `r`, `u`, `` ...
-    quote: str  # `"""` or `'''`
+    quote: str  # three double or three single quotes
     body: str  # the text between the quotes, as written in the file
 
 
-def find_docstrings(code: str, path: str = "<string>") -> tuple[list[Docstring], dict[int, str]]:
-    """Return the docstrings and a map from line number to that line's `#` comment."""
+@functools.lru_cache(maxsize=16)
+def _ast(code: str) -> ast.Module | SyntaxError:
     try:
-        tokens = list(tokenize.generate_tokens(io.StringIO(code).readline))
-    except (tokenize.TokenError, IndentationError, SyntaxError) as e:
-        line = getattr(e, "lineno", None) or (e.args[1][0] if len(e.args) > 1 else None)
-        raise BuildError(path, line, f"cannot tokenize Python source: {e.args[0]}") from None
-    docstrings = []
-    comments = {}
-    significant = [t for t in tokens if t.type not in (tokenize.NL, tokenize.COMMENT)]
-    for tok in tokens:
-        if tok.type == tokenize.COMMENT:
-            comments[tok.start[0]] = tok.string
-    for i, tok in enumerate(significant):
-        if tok.type != tokenize.STRING:
+        return ast.parse(code)
+    except SyntaxError as e:
+        return e
+
+
+def python_ast(code: str, path: str) -> ast.Module:
+    """Parse once per source text; the anchors module asks for the same tree."""
+    tree = _ast(code)
+    if isinstance(tree, SyntaxError):
+        raise BuildError(path, tree.lineno, f"cannot parse Python source: {tree.msg}")
+    return tree
+
+
+def statements(node: ast.AST):
+    """Every statement below `node`: docstrings and definitions are statements, so we
+    need not visit the (many more) expression nodes that `ast.walk` would."""
+    for name in ("body", "orelse", "finalbody", "handlers", "cases"):
+        for child in getattr(node, name, ()):
+            yield child
+            yield from statements(child)
+
+
+OPENING = re.compile(r"([A-Za-z]{0,2})(\"\"\"|\'\'\')")
+
+
+def find_docstrings(code: str, path: str = "<string>") -> list[Docstring]:
+    lines = code.split("\n")
+    found = []
+    for node in statements(python_ast(code, path)):
+        if not (isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)
+                and isinstance(node.value.value, str)):
             continue
-        m = re.match(r"([A-Za-z]*)(\"\"\"|''')", tok.string)
-        if not m or "f" in m.group(1).lower() or "b" in m.group(1).lower():
+        v = node.value
+        # `ast` counts columns in UTF-8 bytes.
+        first = lines[v.lineno - 1].encode()
+        last = lines[v.end_lineno - 1].encode()
+        head, text = first[: v.col_offset].decode(), first[v.col_offset:].decode()
+        tail = last[v.end_col_offset:].decode().strip()
+        m = OPENING.match(text)
+        if head.strip() or (tail and not tail.startswith("#")) or not m:
             continue
-        before = significant[i - 1].type if i else tokenize.ENCODING
-        after = significant[i + 1].type if i + 1 < len(significant) else tokenize.ENDMARKER
-        if before not in STATEMENT_START or after not in (tokenize.NEWLINE, tokenize.ENDMARKER):
-            continue
-        # The string must also start its line: `x = 1; """..."""` is not prose.
-        if tok.line[: tok.start[1]].strip():
-            continue
-        prefix, quote = m.group(1), m.group(2)
-        body = tok.string[len(prefix) + 3: -3]
-        docstrings.append(Docstring(tok.start[0], tok.end[0], tok.start[1], prefix, quote, body))
-    return docstrings, comments
+        prefix, quote = m.groups()
+        if v.lineno == v.end_lineno:
+            source = first[v.col_offset: v.end_col_offset].decode()
+        else:
+            source = "\n".join([text, *lines[v.lineno: v.end_lineno - 1],
+                                last[: v.end_col_offset].decode()])
+        body = source[len(prefix) + 3: -3]
+        if "b" in prefix.lower() or not source.endswith(quote) or quote in body:
+            continue  # bytes, or implicit concatenation of several strings
+        found.append(Docstring(v.lineno, v.end_lineno, len(head), prefix, quote, body))
+    return sorted(found, key=lambda d: d.start)
+
+
+def comment_map(code: str, path: str) -> dict[int, str]:
+    """Line number -> the `#` comment on that line, from `tokenize` (so that a `#` inside
+    a string is not taken for one). Only files that contain a line marker need it."""
+    if "[!code" not in code:
+        return {}
+    try:
+        tokens = tokenize.generate_tokens(io.StringIO(code).readline)
+        return {t.start[0]: t.string for t in tokens if t.type == tokenize.COMMENT}
+    except (tokenize.TokenError, SyntaxError) as e:
+        raise BuildError(path, None, f"cannot tokenize Python source: {e.args[0]}") from None
 
 
 def dedent_docstring(body: str) -> list[str]:
@@ -140,12 +178,11 @@ MATH_HINT = re.compile(r"\$|\\[A-Za-z]+")
 
 
 def docstrings_to_comments(code: str, path: str, warnings: Warnings | None = None
-                           ) -> tuple[str, set[int], dict[int, str]]:
+                           ) -> tuple[str, set[int]]:
     """Rewrite every docstring as `#` comments, line for line.
 
-    Returns the new source, the set of line numbers that were docstring lines, and the
-    map of real `#` comments per line (the line markers use it)."""
-    docstrings, comments = find_docstrings(code, path)
+    Returns the new source and the set of line numbers that were docstring lines."""
+    docstrings = find_docstrings(code, path)
     lines = code.split("\n")
     doc_lines: set[int] = set()
     for d in docstrings:
@@ -160,7 +197,7 @@ def docstrings_to_comments(code: str, path: str, warnings: Warnings | None = Non
         for offset, text in enumerate(dedent_docstring(d.body)):
             lines[d.start - 1 + offset] = f"{indent}# {text}" if text else f"{indent}#"
             doc_lines.add(d.start + offset)
-    return "\n".join(lines), doc_lines, comments
+    return "\n".join(lines), doc_lines
 
 
 # === Parsing ===
@@ -183,7 +220,7 @@ def parse(code: str, path: str, warnings: Warnings | None = None) -> list[Sectio
         for i, ln in enumerate(lines[:2]):
             if re.search(r"coding[:=]\s*([-\w.]+)", ln) and ln.lstrip().startswith("#"):
                 lines[i] = ""
-        code, doc_lines, _ = docstrings_to_comments("\n".join(lines), path, warnings)
+        code, doc_lines = docstrings_to_comments("\n".join(lines), path, warnings)
     else:
         code = "\n".join(lines)
 
@@ -219,8 +256,3 @@ def parse(code: str, path: str, warnings: Warnings | None = None) -> list[Sectio
         s.index = i
         s.marks = [""] * len(s.code_lines)
     return sections
-
-
-def comment_map(code: str, path: str) -> dict[int, str]:
-    """Line number -> the `#` comment on that line (Python only, via tokenize)."""
-    return find_docstrings(code.replace("\r\n", "\n"), path)[1]

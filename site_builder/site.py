@@ -11,12 +11,13 @@ last page leaves the previous site exactly as it was.
 sorted or in course order, JSON with sorted keys. Two builds can be compared with
 `diff -r`, and a page that did not change does not show up as changed.
 
-**Incremental.** Each page's output depends on its own source and on things shared by
-every page (templates, styles, the builder itself, the list of pages and titles used
-for navigation, the anchors other pages may link to). We hash those into a *site key*
-and give each page the key `hash(site key, page source)`. A page whose key matches the
-previous build is copied instead of rendered; when nothing at all changed, the build
-stops after hashing the inputs.
+**Incremental.** A page's HTML depends on its own source, on what every page shares
+(templates, styles, the builder itself, the options), on its neighbours in the course
+(the titles shown in its breadcrumbs, prev/next links and chapter list) and on the
+links its cross-references resolved to. We hash exactly those into the page's key. A
+page whose key matches the previous build is copied instead of rendered, so editing one
+file re-renders that page (and, if its title changed, the pages that show the title);
+when nothing at all changed, the build stops after hashing the inputs.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from .course import Course
 from .errors import BuildError, Warnings
 from .highlight import pygments_css
 from .mathtex import make_markdown
+from .parallel import default_jobs, fork_map
 from .parse import language_for
 from .render import Prepared, page_context, prepare, source_copy_path
 from .xref import Resolver
@@ -60,7 +62,7 @@ def mathjax_dir() -> Path:
 class Options:
     out: Path
     mathjax_url: str | None = None  # None: the local copy
-    base_title: str = ""
+    jobs: int = 0  # worker processes; 0: one per core
 
 
 @dataclass
@@ -93,15 +95,25 @@ def input_digest(course: Course, options: Options) -> str:
     return h.hexdigest()
 
 
-def site_key(prepared: list[Prepared], digest_inputs: str) -> str:
-    """What every page shares: the navigation (titles, order) and all anchors."""
+def shared_key(course: Course, options: Options) -> str:
+    """What every page shares: the builder, templates, styles, options, course title."""
     h = hashlib.sha256(__version__.encode())
-    for prep in prepared:
-        h.update(json.dumps([prep.page.out, prep.title, prep.page.run,
-                             sorted(prep.anchors.all)]).encode())
+    h.update(json.dumps([options.mathjax_url, course.title, course.tagline]).encode())
     _hash_files(h, _tree(TEMPLATES) + _tree(STATIC) + _tree(BUILDER))
-    h.update(digest_inputs.encode())
     return h.hexdigest()
+
+
+def page_key(shared: str, prep: Prepared, course: Course, by_out: dict, hrefs: list[str]) -> str:
+    """Everything one page's HTML is made from."""
+    page, order = prep.page, course.pages
+    i = order.index(page)
+    neighbours = [order[i - 1] if i else None, order[i + 1] if i + 1 < len(order) else None]
+    chapter = page.chapter
+    nav = [[p.out, by_out[p.out].title] if p else None
+           for p in neighbours + (chapter.pages if chapter else [])]
+    meta = [chapter.title, chapter.part, chapter.number, chapter.time, chapter.run] if chapter else []
+    data = json.dumps([prep.digest, page.out, page.run, page.title, nav, meta, hrefs])
+    return hashlib.sha256((shared + data).encode()).hexdigest()
 
 
 def read_state(out: Path) -> dict:
@@ -125,52 +137,64 @@ def build(course: Course, options: Options) -> Result:
     if out.is_dir() and state.get("input") == digest:
         result.up_to_date = True
         return result
+    pages = course.pages
+    jobs = options.jobs or default_jobs()
 
     # Pass 1: prepare every page (parse, directives, anchors, math checks).
-    prepared = [prepare(p, result.warnings) for p in course.pages]
+    def prepare_one(i: int):
+        warnings = Warnings()
+        prep = prepare(pages[i], warnings)
+        prep.page = None  # sent back without the course it belongs to
+        return prep, warnings.items
+
+    prepared = []
+    for page, (prep, items) in zip(pages, fork_map(prepare_one, len(pages), jobs)):
+        prep.page = page
+        prepared.append(prep)
+        result.warnings.items.extend(items)
     by_out = {prep.page.out: prep for prep in prepared}
     resolver = Resolver([prep.target for prep in prepared])
     intro = _prepare_intro(course, result.warnings)
+    hrefs = {}
     for prep in prepared + ([intro] if intro else []):
-        for s in prep.sections:
-            resolver.check(s.docs, prep.target, str(prep.page.src), s.docs_line)
+        hrefs[prep.page.out] = [href for s in prep.sections
+                                for href in resolver.check(s.docs, prep.target,
+                                                           str(prep.page.src), s.docs_line)]
 
-    key = site_key(prepared, json.dumps([options.mathjax_url, course.title, course.tagline]))
+    shared = shared_key(course, options)
     old_keys = state.get("pages", {}) if out.is_dir() else {}
+    new_keys = {p.page.out: page_key(shared, p, course, by_out, hrefs[p.page.out])
+                for p in prepared}
 
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     try:
-        env = jinja_env()
-        md = make_markdown()
-        lexers = {}
-
-        def lexer_for(path: str):
-            lang = language_for(path)
-            return lexers.setdefault(lang["name"], lang["lexer"])
-
-        new_keys = {}
-        for prep in prepared:
-            page_key = hashlib.sha256((key + prep.digest).encode()).hexdigest()
-            new_keys[prep.page.out] = page_key
-            dest = tmp / prep.page.out
+        # Pass 2: render the pages whose key changed; copy the others.
+        def render_one(i: int) -> bool:
+            prep = prepared[i]
+            page = prep.page
+            dest = tmp / page.out
             dest.parent.mkdir(parents=True, exist_ok=True)
-            previous = out / prep.page.out
-            if old_keys.get(prep.page.out) == page_key and previous.is_file():
+            (tmp / source_copy_path(page)).write_bytes(page.src.read_bytes())
+            previous = out / page.out
+            if old_keys.get(page.out) == new_keys[page.out] and previous.is_file():
                 shutil.copyfile(previous, dest)
-                result.reused.append(prep.page.out)
-            else:
-                ctx = page_context(prep, course, by_out, md, resolver, lexer_for)
-                ctx.update(_common(course, options, ctx["root"], prep.has_math))
-                template = "doc.html" if prep.page.kind == "markdown" else "page.html"
-                dest.write_text(env.get_template(template).render(ctx), encoding="utf8")
-                result.rendered.append(prep.page.out)
-            (tmp / source_copy_path(prep.page)).write_bytes(prep.page.src.read_bytes())
+                return False
+            tools = _tools()
+            ctx = page_context(prep, course, by_out, tools["md"], resolver, tools["lexer_for"])
+            ctx.update(_common(course, options, ctx["root"], prep.has_math))
+            template = "doc.html" if page.kind == "markdown" else "page.html"
+            dest.write_text(tools["env"].get_template(template).render(ctx), encoding="utf8")
+            return True
 
-        index_html = env.get_template("index.html").render(
-            _index_context(course, by_out, intro, md, resolver, options))
+        for prep, rendered in zip(prepared, fork_map(render_one, len(prepared), jobs)):
+            (result.rendered if rendered else result.reused).append(prep.page.out)
+
+        tools = _tools()
+        index_html = tools["env"].get_template("index.html").render(
+            _index_context(course, by_out, intro, tools["md"], resolver, options))
         (tmp / "index.html").write_text(index_html, encoding="utf8")
         _write_assets(tmp, prepared, any(p.has_math for p in prepared + ([intro] if intro else []))
                       and not options.mathjax_url)
@@ -182,6 +206,22 @@ def build(course: Course, options: Options) -> Result:
         raise
     _swap(tmp, out)
     return result
+
+
+# Each process (the parent, or a forked worker) makes its Markdown converter, template
+# environment and lexers once and reuses them for every page it renders.
+_TOOLS: dict = {}
+
+
+def _tools() -> dict:
+    if _TOOLS.get("pid") != os.getpid():
+        lexers: dict = {}
+
+        def lexer_for(path: str):
+            lang = language_for(path)
+            return lexers.setdefault(lang["name"], lang["lexer"])
+        _TOOLS.update(pid=os.getpid(), md=make_markdown(), env=jinja_env(), lexer_for=lexer_for)
+    return _TOOLS
 
 
 def _swap(tmp: Path, out: Path) -> None:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from .errors import BuildError
 from .mathtex import mask_code
-from .parse import Section
+from .parse import Section, python_ast
 
 XREF = re.compile(r"(?<!`)\[\[([^\]\n]+?)\]\]")
 ATX = re.compile(r"^ {0,3}(#{1,6})[ \t]+(.+?)[ \t#]*$")
@@ -77,8 +77,8 @@ class PageAnchors:
 def definitions(code: str) -> list[tuple[str, int]]:
     """Qualified names and first lines of the classes and functions of a Python file."""
     try:
-        tree = ast.parse(code)
-    except SyntaxError:
+        tree = python_ast(code, "<definitions>")
+    except BuildError:
         return []
     out = []
 
@@ -156,18 +156,24 @@ class Resolver:
             href += "#" + anchor
         return href, (label.strip() or target.strip())
 
-    def replace(self, docs: str, here: Target, path: str, first_line: int) -> str:
-        """Turn every `[[...]]` in a docs block into a Markdown link."""
+    def replace(self, docs: str, here: Target, path: str, first_line: int,
+                hrefs: list[str] | None = None) -> str:
+        """Turn every `[[...]]` in a docs block into a Markdown link (and note its href)."""
         masked = mask_code(docs)
         out, pos = [], 0
         for m in XREF.finditer(masked):
             line = first_line + masked.count("\n", 0, m.start())
             href, label = self.link(docs[m.start(1): m.end(1)], here, path, line)
+            if hrefs is not None:
+                hrefs.append(href)
             out.append(docs[pos: m.start()])
             out.append(f"[{label}]({href})")
             pos = m.end()
         out.append(docs[pos:])
         return "".join(out)
 
-    def check(self, docs: str, here: Target, path: str, first_line: int) -> None:
-        self.replace(docs, here, path, first_line)
+    def check(self, docs: str, here: Target, path: str, first_line: int) -> list[str]:
+        """Resolve every reference (raising on a broken one); return the hrefs."""
+        hrefs: list[str] = []
+        self.replace(docs, here, path, first_line, hrefs)
+        return hrefs

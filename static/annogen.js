@@ -115,8 +115,26 @@
     });
     list.hidden = false;
   }
+  /* The index is loaded the first time the reader uses the search box, as a script
+     (which works over file://, where fetch() does not), so pages stay light. */
+  var loading = null;
+  function withIndex(done) {
+    if (window.ANNOGEN_SEARCH) { done(); return; }
+    if (!loading) {
+      loading = [];
+      var s = document.createElement("script");
+      s.src = base + "static/search-index.js";
+      s.onload = function () { loading.forEach(function (f) { f(); }); };
+      document.head.appendChild(s);
+    }
+    loading.push(done);
+  }
+  function update() {
+    withIndex(function () { show(search(input.value.trim()), input.value.trim()); });
+  }
   if (input && list) {
-    input.addEventListener("input", function () { show(search(input.value.trim()), input.value.trim()); });
+    input.addEventListener("focus", function () { withIndex(function () {}); });
+    input.addEventListener("input", update);
     input.addEventListener("keydown", function (e) {
       if (e.key === "Escape") { input.value = ""; show([], ""); }
       if (e.key === "Enter") { var a = list.querySelector("a"); if (a) window.location.href = a.href; }

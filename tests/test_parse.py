@@ -104,7 +104,7 @@ def test_non_raw_docstring_with_math_warns_with_its_line():
 
 def test_only_statement_strings_are_docstrings():
     code = 'f(\n    """arg"""\n)\n"""prose"""\nx = """y"""\n'
-    found = find_docstrings(code)[0]
+    found = find_docstrings(code)
     assert [d.body for d in found] == ["prose"]
 
 

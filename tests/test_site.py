@@ -154,10 +154,25 @@ def test_incremental_rebuild_renders_only_what_changed(small, tmp_path, capsys):
     assert run([small, "--out", tmp_path / "clean", "-q"], capsys)[0] == 0
     assert tree(out) == tree(tmp_path / "clean")
 
-    # A new heading is a new anchor other pages may link to: everything re-renders.
-    (small / "c.py").write_text("# # Page C\n# ## New part\nz = 4\n")
+    # A new section and anchor on c re-renders c alone: no other page shows it.
+    (small / "c.py").write_text("# # Page C\nz = 4\n\n# ## New part\nw = 5\n")
+    code, io = run([small, "--out", out], capsys)
+    assert "rendered 1 pages, reused 2" in io.out
+
+    # A new title is shown by the neighbours' prev/next links and the chapter list.
+    (small / "c.py").write_text("# # Page C renamed\nz = 4\n")
     code, io = run([small, "--out", out], capsys)
     assert "rendered 3 pages, reused 0" in io.out
+    assert "Page C renamed" in (out / "b.html").read_text()
+
+    # A link re-renders when its target moves, even if the linking file did not change.
+    (small / "b.py").unlink()
+    (small / "sub").mkdir()
+    (small / "sub" / "b.py").write_text('# # Page B\ny = 2\n')
+    assert run([small, "--out", out], capsys)[0] == 0
+    assert 'href="sub/b.html"' in (out / "a.html").read_text()
+    assert run([small, "--out", tmp_path / "clean2", "-q"], capsys)[0] == 0
+    assert tree(out) == tree(tmp_path / "clean2")
 
 
 def test_refuses_to_replace_a_folder_it_did_not_make(small, tmp_path, capsys):
