@@ -41,6 +41,7 @@ class Prepared:
     has_math: bool = False
     target: Target | None = None
     search: list[dict] = field(default_factory=list)
+    assets: list[tuple[str, str]] = field(default_factory=list)  # (source file, path in site)
 
 
 def front_matter(section: Section) -> dict[str, str]:
@@ -97,12 +98,42 @@ def prepare(page: Page, warnings: Warnings) -> Prepared:
     prepared = Prepared(page, text, hashlib.sha256(text.encode()).hexdigest(), sections,
                         anchors, title, meta.get("summary", ""), has_math)
     prepared.target = Target(page.src, page.rel_src, page.out, anchors.all)
+    prepared.assets = [a for s in sections for a in local_images(s, page)]
     for s, anchor, heads in zip(sections, anchors.section_ids, anchors.heading_ids):
         words = plain_text(s.docs)
         if words:
             heading = heading_texts(s.docs)[0] if heads else title
             prepared.search.append({"a": anchor, "h": re.sub(r"[`*_$\\]", "", heading), "t": words})
     return prepared
+
+
+# === Images ===
+#
+# A chapter's figures are files next to its sources (`![samples](figures/samples.png)`).
+# We copy each image a page refers to into the site at the same relative place, so the
+# link works served and from disk; a missing image is a build error, like a broken link.
+
+IMAGE = re.compile(r"!\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+[\"'][^\"']*[\"'])?\s*\)")
+HTML_IMAGE = re.compile(r"<img\b[^>]*\bsrc=[\"']([^\"']+)[\"']", re.I)
+
+
+def local_images(section: Section, page: Page) -> list[tuple[str, str]]:
+    masked = mask_code(section.docs)
+    found = []
+    for m in [*IMAGE.finditer(masked), *HTML_IMAGE.finditer(masked)]:
+        ref = section.docs[m.start(1): m.end(1)]
+        if re.match(r"[a-zA-Z][a-zA-Z0-9+.-]*:|/|#", ref):
+            continue  # a URL, an absolute path or an anchor: not ours to copy
+        line = section.docs_line + masked.count("\n", 0, m.start())
+        source = (page.src.parent / ref).resolve()
+        if not source.is_file():
+            raise BuildError(page.src, line, f"missing image {ref}")
+        dest = posixpath.normpath(posixpath.join(posixpath.dirname(page.out), ref))
+        if dest.startswith("../") or dest == "..":
+            raise BuildError(page.src, line, f"image {ref} lies outside the site; keep figures "
+                             "next to or below the page that shows them")
+        found.append((str(source), dest))
+    return found
 
 
 # === Rendering the prose ===

@@ -134,7 +134,7 @@ def build(course: Course, options: Options) -> Result:
     result = Result()
     state = read_state(out)
     digest = input_digest(course, options)
-    if out.is_dir() and state.get("input") == digest:
+    if out.is_dir() and state.get("input") == digest and _assets_unchanged(state):
         result.up_to_date = True
         return result
     pages = course.pages
@@ -199,13 +199,44 @@ def build(course: Course, options: Options) -> Result:
         _write_assets(tmp, prepared, any(p.has_math for p in prepared + ([intro] if intro else []))
                       and not options.mathjax_url)
         _write_search_index(tmp, prepared, course)
-        (tmp / STATE_FILE).write_text(json.dumps({"input": digest, "pages": new_keys},
+        assets = _copy_images(tmp, prepared + ([intro] if intro else []))
+        (tmp / STATE_FILE).write_text(json.dumps({"input": digest, "pages": new_keys,
+                                                  "assets": assets},
                                                  sort_keys=True, indent=1) + "\n")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     _swap(tmp, out)
     return result
+
+
+def _copy_images(tmp: Path, prepared: list[Prepared]) -> dict[str, str]:
+    """Copy the images pages refer to; return {path in site: hash} for the state file."""
+    seen: dict[str, str] = {}
+    hashes = {}
+    for prep in prepared:
+        for source, dest in prep.assets:
+            if seen.setdefault(dest, source) != source:
+                raise BuildError(source, None, f"{seen[dest]} and {source} would both be "
+                                 f"written to {dest}")
+            data = Path(source).read_bytes()
+            target = tmp / dest
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+            hashes[dest] = [source, hashlib.sha256(data).hexdigest()]
+    return hashes
+
+
+def _assets_unchanged(state: dict) -> bool:
+    """Images are not among the hashed inputs (they are found while rendering), so a
+    no-op build also checks the ones the last build copied."""
+    for source, sha in state.get("assets", {}).values():
+        try:
+            if hashlib.sha256(Path(source).read_bytes()).hexdigest() != sha:
+                return False
+        except OSError:
+            return False
+    return True
 
 
 # Each process (the parent, or a forked worker) makes its Markdown converter, template

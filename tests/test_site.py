@@ -289,3 +289,20 @@ def test_binary_or_non_utf8_source_is_a_one_line_error(tmp_path, capsys):
     code, io = run([src, "--out", tmp_path / "o"], capsys)
     assert code == 1 and io.err.strip().endswith("latin.py: not UTF-8 text (byte 5): invalid "
                                                  "continuation byte")
+
+
+def test_images_are_copied_and_a_missing_one_is_an_error(write, tmp_path, capsys):
+    write("ch/README.md", "# Chapter\n\n![samples](figures/s.png)\n")
+    write("ch/figures/s.png", "not really a png")
+    write("ch/m.py", "# Code.\nx = 1\n")
+    out = tmp_path / "docs"
+    assert run([tmp_path / "ch", "--out", out, "-q"], capsys)[0] == 0
+    assert (out / "figures" / "s.png").read_text() == "not really a png"
+    assert 'src="figures/s.png"' in (out / "index.html").read_text()
+    # Changing only the image is seen by the no-op check.
+    write("ch/figures/s.png", "new pixels")
+    code, io = run([tmp_path / "ch", "--out", out], capsys)
+    assert "up to date" not in io.out and (out / "figures" / "s.png").read_text() == "new pixels"
+    write("ch/m.py", "# Code.\n#\n# ![gone](nothere.png)\nx = 1\n")
+    code, io = run([tmp_path / "ch", "--out", out, "-q"], capsys)
+    assert code == 1 and io.err.strip().endswith("m.py:3: missing image nothere.png")
