@@ -240,7 +240,8 @@ def run(copies: int, runs: int, page_name: str, log) -> dict:
             before = state.stat().st_mtime_ns
             t["ours_noop"].append(ours.build(o_out))
             if state.stat().st_mtime_ns != before:
-                raise SystemExit("no-op rebuild rewrote the site (fast path not taken)")
+                raise SystemExit("no-op rebuild rewrote the site (fast path not taken; did "
+                                 "templates/, static/ or site_builder/ change during the run?)")
 
             # One changed file: a code-only line, then (relative to that build) a comment.
             for name, line in (("ours_one_code", "pass"),
@@ -284,6 +285,13 @@ def run(copies: int, runs: int, page_name: str, log) -> dict:
         "targets": {"full_ratio_max": TARGET_RATIO, "noop_fraction_max": TARGET_NOOP},
         "notes": notes,
     }
+
+
+def _loadavg() -> float | None:
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
 
 
 def _dist_version(name: str) -> str | None:
@@ -369,8 +377,15 @@ def main(argv=None) -> int:
 
     log = (lambda *_: None) if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
     started = time.perf_counter()
+    load_before = _loadavg()
     result = run(args.copies, args.runs, args.page, log)
     result["wall_s"] = time.perf_counter() - started
+    result["environment"]["loadavg_1min"] = {"before": load_before, "after": _loadavg()}
+    busy = max(x for x in result["environment"]["loadavg_1min"].values() if x is not None) \
+        if load_before is not None else None
+    if busy is not None and busy > (os.cpu_count() or 1):
+        result["notes"].append(f"machine was busy (1-min load average up to {busy:.1f} on "
+                               f"{os.cpu_count()} CPUs): timings are noisy")
     print(table(result))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")

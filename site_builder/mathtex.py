@@ -121,9 +121,10 @@ class InlineDisplayMath(InlineProcessor):
 
 class InlineDisplayMathExtension(Extension):
     def extendMarkdown(self, md):
-        # Priority above arithmatex's inline `$` rule (which would take `$` + `$x$` + `$`).
+        # Below the code-span rule (190), so `$$x$$` inside backticks stays code, and above
+        # arithmatex's inline `$` rule (189.9), which would take `$` + `$x$` + `$`.
         md.inlinePatterns.register(
-            InlineDisplayMath(r"(?<!\\)\$\$((?:\\.|[^\\$])+?)\$\$", md), "inline-display-math", 195)
+            InlineDisplayMath(r"(?<!\\)\$\$((?:\\.|[^\\$])+?)\$\$", md), "inline-display-math", 189.95)
 
 
 def make_markdown() -> markdown.Markdown:

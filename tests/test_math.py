@@ -71,6 +71,8 @@ def test_prices_are_not_math_and_mathjax2_tags_are_never_emitted():
 def test_code_spans_and_fences_are_not_math():
     out = render("Use `$x$` and\n\n```\n$y$\n```\n")
     assert formulas(out) == []
+    out = render("A line that starts with `$$` and ends with `$$` is display math.")
+    assert formulas(out) == [] and out.count("<code>$$</code>") == 2
 
 
 def test_display_math_in_a_list_item_stays_in_the_item():

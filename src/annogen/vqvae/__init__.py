@@ -1,0 +1,28 @@
+r"""
+---
+title: VQ-VAE
+summary: Neural Discrete Representation Learning (van den Oord et al., 2017) - a vector-quantised autoencoder and a gated PixelCNN prior over its codes.
+---
+
+# VQ-VAE
+
+The chapter's code, in reading order:
+
+* [[model.py]]: the vector quantiser (nearest code, straight-through gradient, the
+  codebook and commitment losses, the EMA codebook, dead-code restart), the encoder
+  and decoder of the paper's section 4.1, and the `tiny` and `paper` presets.
+* [[prior.py]]: a gated PixelCNN that learns the distribution of code grids, so that
+  new grids can be sampled and decoded into new images.
+
+The names below are what the rest of the course imports from `annogen.vqvae`.
+"""
+
+from .model import (PRESETS, VQVAE, Decoder, Encoder, ResidualBlock, VectorQuantizer,
+                    VQVAEConfig, build_vqvae)
+from .prior import PRIOR_PRESETS, GatedBlock, GatedPixelCNN, PriorConfig, build_prior
+
+__all__ = [
+    "VectorQuantizer", "ResidualBlock", "Encoder", "Decoder", "VQVAE", "VQVAEConfig",
+    "PRESETS", "build_vqvae",
+    "GatedBlock", "GatedPixelCNN", "PriorConfig", "PRIOR_PRESETS", "build_prior",
+]
