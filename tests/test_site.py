@@ -306,3 +306,12 @@ def test_images_are_copied_and_a_missing_one_is_an_error(write, tmp_path, capsys
     write("ch/m.py", "# Code.\n#\n# ![gone](nothere.png)\nx = 1\n")
     code, io = run([tmp_path / "ch", "--out", out, "-q"], capsys)
     assert code == 1 and io.err.strip().endswith("m.py:3: missing image nothere.png")
+
+
+def test_builder_chapter_lists_every_builder_module():
+    course = load_course(ROOT / "src" / "annogen" / "course.toml")
+    chapter = next(c for _, cs in course.parts for c in cs if c.id == "site-builder")
+    shown = {p.src.resolve() for p in chapter.pages}
+    for module in (ROOT / "site_builder").glob("*.py"):
+        assert module.resolve() in shown, f"{module.name} is missing from course.toml"
+    assert (ROOT / "build.py").resolve() in shown
