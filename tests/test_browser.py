@@ -523,6 +523,19 @@ def test_columns_stack_on_narrow_screens(site, offline):
     offline.check()
 
 
+def test_print_stylesheet_hides_chrome_and_stacks_columns(site, offline):
+    page = offline.page(viewport={"width": 1280, "height": 900})
+    page.goto(url(site, "site-builder/parse.html"))
+    page.emulate_media(media="print")
+    for selector in [".topbar", ".pager", ".copy-code"]:
+        assert page.locator(selector).first.evaluate("e => getComputedStyle(e).display") == "none"
+    b = page.evaluate(BOXES)
+    assert b["code"]["top"] >= b["docs"]["bottom"] - 1, b  # prose above its code
+    page.emulate_media(media="screen")
+    assert page.locator(".topbar").evaluate("e => getComputedStyle(e).display") != "none"
+    offline.check()
+
+
 # ---------------------------------------------------------------------------
 # 6. Search
 # ---------------------------------------------------------------------------
