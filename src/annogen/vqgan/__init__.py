@@ -16,6 +16,9 @@ reading order:
   weight $\lambda$, and `VQGANLoss` that combines them.
 * [[transformer.py]]: the GPT prior over the code grid, class-conditional, with a KV
   cache and top-$k$ / top-$p$ sampling.
+* [[experiment.py]]: both training stages on the course's loop, their evaluation and
+  the benchmark.
+* [[__main__.py]]: `python -m annogen.vqgan`.
 
 The names below are what the rest of the course imports from `annogen.vqgan`.
 """

@@ -278,8 +278,10 @@ class VQGANLoss(nn.Module):
     def __init__(self, disc_start: int = 0, codebook_weight: float = 1.0,
                  pixel_weight: float = 1.0, perceptual_weight: float = 1.0,
                  disc_weight: float = 0.8, disc_factor: float = 1.0, disc_in_channels: int = 3,
-                 disc_ndf: int = 64, disc_layers: int = 3, lpips: LPIPS | None = None):
+                 disc_ndf: int = 64, disc_layers: int = 3, lpips: LPIPS | None = None,
+                 l2_weight: float = 0.0):
         super().__init__()
+        self.l2_weight = l2_weight
         self.disc_start = disc_start
         self.codebook_weight = codebook_weight
         self.pixel_weight = pixel_weight
@@ -296,9 +298,15 @@ class VQGANLoss(nn.Module):
     # $\mathcal{L}_{rec}$: VQ-VAE's squared error gives way to the absolute error plus the
     # perceptual distance. (The removed line is kept, and overwritten, so that the page
     # shows the diff.)
+    #
+    # `l2_weight` (0 in the paper) adds the squared error back, for training *without*
+    # LPIPS: alone, the absolute error gets stuck on grey reconstructions of coloured
+    # shapes (see [[experiment.py#stage-1-the-vqgan]]).
     def reconstruction_loss(self, x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
         rec = F.mse_loss(x_hat, x)  # [!code --]
         rec = self.pixel_weight * (x - x_hat).abs().mean()  # [!code ++]
+        if self.l2_weight > 0:
+            rec = rec + self.l2_weight * F.mse_loss(x_hat, x)
         if self.perceptual is not None:  # [!code ++]
             rec = rec + self.perceptual_weight * self.perceptual(x, x_hat).mean()  # [!code ++]
         return rec

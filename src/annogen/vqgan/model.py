@@ -355,6 +355,7 @@ class VQGANConfig:
     beta: float = 0.25
     legacy: bool = False
     dropout: float = 0.0
+    restart_every: int = 0  # dead-code restarts (not in the official code; 0 = never)
 
     @property
     def f(self) -> int:
@@ -403,7 +404,8 @@ class VQGAN(nn.Module):
         self.decoder = Decoder(out_channels=c.out_channels, **arch)  # [!code hl]
         self.quant_conv = nn.Conv2d(c.z_channels, c.embed_dim, 1)  # [!code ++]
         self.post_quant_conv = nn.Conv2d(c.embed_dim, c.z_channels, 1)  # [!code ++]
-        self.quantize = VQGANQuantizer(c.num_codes, c.embed_dim, c.beta, c.legacy)  # [!code hl]
+        self.quantize = VQGANQuantizer(c.num_codes, c.embed_dim, c.beta, c.legacy,  # [!code hl]
+                                       restart_every=c.restart_every)
 
     # $x \mapsto (z_q, \mathcal{L}_{VQ}, \text{indices})$
     def encode(self, x: torch.Tensor):

@@ -13,8 +13,14 @@ The chapter's code, in reading order:
   and decoder of the paper's section 4.1, and the `tiny` and `paper` presets.
 * [[prior.py]]: a gated PixelCNN that learns the distribution of code grids, so that
   new grids can be sampled and decoded into new images.
+* [[experiment.py]]: the two training stages on the course's loop, the step that turns
+  images into code grids between them, the evaluation of each stage and the benchmark.
+* [[__main__.py]]: `python -m annogen.vqvae`, which runs both stages on a CPU in
+  minutes, resumes them, counts the paper model's parameters and redraws the figures.
 
-The names below are what the rest of the course imports from `annogen.vqvae`.
+The names below are what the rest of the course imports from `annogen.vqvae`; the
+training code is imported from `annogen.vqvae.experiment`, so that using the model does
+not pull in the training loop.
 """
 
 from .model import (PRESETS, VQVAE, Decoder, Encoder, ResidualBlock, VectorQuantizer,

@@ -213,6 +213,12 @@ class GatedPixelCNN(nn.Module):
     # The temperature $T$ trades diversity for quality: $T < 1$ sharpens the
     # distribution towards its most likely codes. Positions after $(i, j)$ still hold
     # zeros during step $(i, j)$; the causal structure guarantees they have no effect.
+    # The same structure lets us skip the rows below row $i$ altogether: every layer
+    # reads only the rows above and the current one (the vertical convolutions are
+    # padded on top only, the shift moves rows down), so the first $i+1$ rows of the
+    # output are the same whether or not the rows below are there. Feeding the grid
+    # cropped to rows $0..i$ gives the same logits at about half the cost of a whole
+    # $8 \times 8$ pass (the columns cannot be cropped: the vertical stack looks right).
     # Pass a `torch.Generator` (or seed the global one) for a reproducible draw.
     @torch.no_grad()
     def sample(self, n: int, shape: tuple[int, int], label: Tensor | int | None = None,
@@ -227,7 +233,7 @@ class GatedPixelCNN(nn.Module):
         codes = torch.zeros(n, H, W, dtype=torch.long, device=device)
         for i in range(H):
             for j in range(W):
-                logits = self(codes, label)[:, :, i, j].float() / temperature
+                logits = self(codes[:, :i + 1], label)[:, :, i, j].float() / temperature
                 probs = torch.softmax(logits, dim=1)
                 codes[:, i, j] = torch.multinomial(probs, 1, generator=generator).squeeze(1)
         return codes
