@@ -72,12 +72,17 @@ def main(argv=None) -> int:
                    help="seconds of VQ-VAE prior training (default: %(default)s)")
     p.add_argument("--vqgan-budget", type=float, default=330.0,
                    help="seconds for both VQGAN stages together (default: %(default)s)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (default: %(default)s; two threads on a busy 2-core "
+                        "machine are slower than one)")
     p.add_argument("--only", choices=["vqvae", "vqgan"], default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "vq.json")
     p.add_argument("--out", type=Path, default=None, help="run folder (default: a temp dir)")
     args = p.parse_args(argv)
 
+    import torch
+    torch.set_num_threads(args.threads)
     out = args.out or Path(tempfile.mkdtemp(prefix="annogen-vq-"))
     chapters = [args.only] if args.only else ["vqvae", "vqgan"]
     results = {}
@@ -95,7 +100,7 @@ def main(argv=None) -> int:
     if load is not None and load > (os.cpu_count() or 1) * 1.5:
         print(f"\n- machine was busy (1-min load average {load:.1f}): timings are noisy")
     record = {"budget_seconds": args.budget, "prior_budget_seconds": args.prior_budget,
-              "vqgan_budget_seconds": args.vqgan_budget, "seed": args.seed, "cpus": os.cpu_count(),
+              "vqgan_budget_seconds": args.vqgan_budget, "seed": args.seed, "threads": args.threads, "cpus": os.cpu_count(),
               "load_average": load, "python": platform.python_version(), "results": results}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(record, indent=1, sort_keys=True, default=str) + "\n")
