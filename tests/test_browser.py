@@ -246,6 +246,23 @@ MATH_REPORT = """() => {
 # 1. Every page loads cleanly
 # ---------------------------------------------------------------------------
 
+# In the two-column layout every section's prose is in the left column and its code
+# in the right one, side by side (an extra element in the section's grid once pushed
+# the prose of every section with a class into the code column).
+SECTION_LAYOUT = """() => {
+  if (document.documentElement.clientWidth < 900) return ['viewport too narrow to check'];
+  const bad = [];
+  document.querySelectorAll('.section').forEach((s, i) => {
+    const d = s.querySelector(':scope > .docs'), c = s.querySelector(':scope > .code');
+    if (!d || !c) { bad.push(`section ${i} (${s.id}): no .docs or no .code`); return; }
+    const bd = d.getBoundingClientRect(), bc = c.getBoundingClientRect();
+    if (!(bc.left >= bd.right - 1 && Math.abs(bc.top - bd.top) <= 1))
+      bad.push(`section ${i} (${s.id}): prose and code are not side by side`);
+  });
+  return bad;
+}"""
+
+
 def test_every_page_loads_without_errors(site, demo, offline):
     pages = [(site, rel) for rel in html_pages(site)] + [(demo, rel) for rel in html_pages(demo)]
     assert len(pages) >= 10, pages
@@ -258,6 +275,7 @@ def test_every_page_loads_without_errors(site, demo, offline):
         wait_for_mathjax(page)
         assert page.title(), f"{rel}: empty <title>"
         problems += [f"{folder.name}/{rel}: {p}" for p in page.problems]
+        problems += [f"{folder.name}/{rel}: {p}" for p in page.evaluate(SECTION_LAYOUT)]
         page.close()
     assert not problems, "\n".join(problems)
     offline.check()
