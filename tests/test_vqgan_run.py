@@ -166,3 +166,38 @@ def test_tiny_reconstruction_loss_is_l1_plus_l2_without_lpips_and_paper_form_wit
     d = (x - y).flatten().tolist()
     naive = sum(abs(v) for v in d) / len(d) + sum(v * v for v in d) / len(d)
     assert crit.reconstruction_loss(x, y).item() == pytest.approx(naive, rel=1e-6)
+
+
+def test_transformer_step_trains_through_the_ddp_wrapper(tmp_path):
+    """With several processes the loop hands training_step a DistributedDataParallel
+    wrapper (which has no `.loss`); the step must call its forward, and its loss and
+    gradients must equal the bare GPT's. A one-process gloo group is enough to build a
+    real wrapper."""
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+    from types import SimpleNamespace
+
+    from annogen.vqgan.experiment import CodeGrids, TransformerExperiment
+    from annogen.vqgan.model import build_vqgan
+
+    torch.manual_seed(0)
+    grids = CodeGrids(torch.randint(0, 16, (8, 4, 4)), torch.arange(8) % 3, 3, 16)
+    exp = TransformerExperiment(build_vqgan("tiny", num_codes=16))
+    exp.cfg, exp.dataset = TrainConfig(lr=1e-3), grids
+    exp.configure(torch.device("cpu"))
+    batch = {"codes": grids.codes, "label": grids.labels}
+    expected = exp.gpt.loss(batch["codes"], batch["label"])
+    expected.backward()
+    expected_grads = [p.grad.clone() for p in exp.gpt.parameters()]
+    exp.gpt.zero_grad(set_to_none=True)
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path}/store", rank=0, world_size=1)
+    try:
+        exp.modules["gpt"] = DistributedDataParallel(exp.gpt)
+        loop = SimpleNamespace(cfg=exp.cfg, backward_step=lambda loss, name: loss.backward())
+        logs = exp.training_step(batch, 1, loop)
+    finally:
+        dist.destroy_process_group()
+    assert torch.allclose(logs["loss"], expected.detach(), atol=1e-6)
+    for p, g in zip(exp.gpt.parameters(), expected_grads):
+        assert torch.allclose(p.grad, g, atol=1e-6)

@@ -35,6 +35,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from annogen.data import Shapes, make_dataset, read_shapes
@@ -352,10 +353,15 @@ class TransformerExperiment(Budgeted):
         self.optimizers = {"gpt": torch.optim.AdamW(gpt_param_groups(self.gpt, self.weight_decay),
                                                     lr=self.cfg.lr, betas=(0.9, 0.95))}
 
-    # One step: the mean negative log-likelihood of the codes ([[transformer.py#GPT.loss]]).
+    # One step: the mean negative log-likelihood of the codes, as in
+    # [[transformer.py#GPT.loss]] but through `self.modules["gpt"]`'s forward: with
+    # several processes that module is the DDP wrapper, which synchronises gradients only
+    # for calls of its forward (and has no `.loss`).
     def training_step(self, batch: dict, step: int, loop) -> dict:
         self.stop_if_out_of_time(step, loop)
-        loss = self.modules["gpt"].loss(batch["codes"], batch["label"])
+        codes = batch["codes"].flatten(1)
+        logits = self.modules["gpt"](codes, batch["label"])
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), codes.reshape(-1))
         loop.backward_step(loss, "gpt")
         return {"loss": loss, "bits_per_code": loss.detach() / math.log(2)}
 
