@@ -1,0 +1,31 @@
+r"""
+---
+title: VAR
+summary: Visual Autoregressive Modeling (Tian et al., 2024) - a multi-scale residual tokenizer and a transformer that predicts the next scale instead of the next token.
+---
+
+# VAR
+
+In reading order:
+
+* [[quant.py]]: the multi-scale residual quantiser — one codebook, scales from
+  $1 \times 1$ to the full latent, area downsampling, bicubic upsampling and the
+  shared refinements $\phi$.
+* [[vae.py]]: VQGAN's encoder and decoder around it, and the paper's 109M tokenizer.
+* [[model.py]]: the next-scale transformer — AdaLN blocks, block-causal attention with
+  normalised queries and keys, the official initialisation, the paper's d16–d30, and
+  sampling with a KV cache and classifier-free guidance.
+* [[experiment.py]]: both training stages on the course's loop, evaluation, benchmark.
+* [[experiments.py]]: the course author's experiments on the within-scale
+  independence assumption.
+* [[__main__.py]]: `python -m annogen.var`.
+"""
+
+from .model import (AdaLNBlock, VAR, VARConfig, block_causal_mask, build_var, count_parameters,
+                    sample_tokens)
+from .quant import MultiScaleQuantizer, Phi, default_patch_nums, phi_index
+from .vae import VAE, VAEConfig, build_vae
+
+__all__ = ["MultiScaleQuantizer", "Phi", "phi_index", "default_patch_nums", "VAE", "VAEConfig",
+           "build_vae", "VAR", "VARConfig", "AdaLNBlock", "block_causal_mask", "build_var",
+           "count_parameters", "sample_tokens"]

@@ -1,0 +1,448 @@
+r"""
+---
+title: VAR, the next-scale transformer
+summary: A GPT-2-like transformer with adaptive LayerNorm that predicts a whole token map per step - block-causal attention over the scale pyramid, normalised queries and keys, the official initialisation, and sampling with a KV cache and classifier-free guidance.
+---
+
+# VAR: next-scale prediction
+
+VQGAN's transformer ([[vqgan/transformer.py]]) factorises an image's $N$ codes in
+raster order, $p(s) = \prod_i p(s_i \mid s_{<i})$: $N$ steps, and a token in the top
+row is chosen without knowing anything below it. VAR factorises over the **scales**
+of the pyramid built by the tokenizer ([[quant.py]]):
+
+$$p(r_1, \dots, r_K \mid c) = \prod_{k=1}^{K} p(r_k \mid c, r_1, \dots, r_{k-1}).$$
+
+Each step predicts a whole map $r_k$ — all $p_k^2$ tokens at once, each from its own
+softmax, which makes them **independent given the coarser scales**:
+$p(r_k \mid r_{<k}) = \prod_i p(r_k^i \mid r_{<k})$. The paper does not argue for that
+assumption; the chapter's experiments ([[experiments.py]]) probe it.
+
+Everything else is a GPT-2-style decoder-only transformer with the trimmings of
+DiT: the class enters through adaptive LayerNorm, queries and keys are normalised,
+and attention is causal between scales and bidirectional within one.
+
+The paper's claim: on ImageNet $256^2$, FID 1.92 (d30, 2.0B parameters; 1.73 with
+longer training), better than DiT-XL/2 (2.27) at a 45th of its wall-clock sampling
+time, and a power law between model size and loss like language models'.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from annogen.vqgan.transformer import top_k_filter, top_p_filter
+
+from .quant import MultiScaleQuantizer, PATCH_NUMS
+
+
+# ## Configuration
+#
+# The official family ties everything to the depth $d$: width $64 d$, $d$ heads of
+# 64, an MLP 4 times as wide, drop-path up to $0.1 \cdot d / 24$. `num_codes` $V$ and
+# `dim` $C_{vae}$ are the tokenizer's; `num_classes` does not count the extra null class
+# of classifier-free guidance. `tiny` is $d = 2$ by the same rule (width 128, 2 heads)
+# over the six scales of the tiny tokenizer ([[vae.py#configurations]]).
+@dataclass
+class VARConfig:
+    depth: int = 2
+    width: int = 128
+    num_heads: int = 2
+    mlp_ratio: float = 4.0
+    num_classes: int = 21
+    num_codes: int = 256
+    dim: int = 32
+    patch_nums: tuple[int, ...] = PATCH_NUMS[8]
+    drop_path_rate: float = 0.1 * 2 / 24
+    cond_drop_rate: float = 0.1
+    norm_eps: float = 1e-6
+
+    @property
+    def L(self) -> int:
+        return sum(p * p for p in self.patch_nums)
+
+
+def paper_config(depth: int) -> VARConfig:
+    return VARConfig(depth=depth, width=64 * depth, num_heads=depth, num_classes=1000,
+                     num_codes=4096, dim=32, patch_nums=PATCH_NUMS[16],
+                     drop_path_rate=0.1 * depth / 24)
+
+
+PRESETS: dict[str, VARConfig] = {"tiny": VARConfig(),
+                                 **{f"d{d}": paper_config(d) for d in (16, 20, 24, 30)}}
+
+
+# ## The block-causal mask
+#
+# Token $i$ of the flat sequence (scales one after another, each row by row) belongs
+# to scale $\ell(i)$. It may attend to token $j$ iff
+#
+# $$\ell(j) \le \ell(i):$$
+#
+# everything at coarser scales and everything at its own, in both directions. At
+# $256^2$ that is 286,434 of the $680^2$ pairs (62%); VQGAN's causal mask over 256
+# tokens allows 32,896. `True` means "may attend".
+def levels(patch_nums) -> torch.Tensor:
+    r"""$\ell(i)$ for every token of the sequence, $(L,)$."""
+    return torch.cat([torch.full((p * p,), k) for k, p in enumerate(patch_nums)])
+
+
+def block_causal_mask(patch_nums) -> torch.Tensor:
+    r"""$(L, L)$ bool; row $i$, column $j$: may token $i$ attend to token $j$."""
+    lvl = levels(patch_nums)
+    return lvl[:, None] >= lvl[None, :]
+
+
+# ## Attention with normalised queries and keys
+#
+# Multi-head attention where $q$ and $k$ of each head are L2-normalised and the
+# softmax temperature is learnt, one per head:
+#
+# $$\operatorname{Attn}(Q, K, V) = \operatorname{softmax}\big(e^{s_h} \hat Q \hat K^\top + M\big)\, V, \qquad \hat q = \frac{q}{\|q\|},\ \hat k = \frac{k}{\|k\|},$$
+#
+# with $s_h$ starting at $\log 4$ and capped at $\log 100$. The logits are cosines
+# times at most 100, so no head can blow up its softmax, the instability that large
+# transformers trained in mixed precision run into. $q$ and $v$ have biases, $k$
+# none (a bias on $k$ adds the same amount to every logit of a row and cancels in the
+# softmax); the three projections are one matrix, `mat_qkv`, as in the official code.
+#
+# With a `cache` (a dict), keys and values of earlier calls are kept and the new
+# tokens attend to all of them and to each other: the tokens of one call are one
+# scale, and every cached token is of a coarser one, so no mask is needed.
+class SelfAttention(nn.Module):
+    def __init__(self, width: int, num_heads: int):
+        super().__init__()
+        self.num_heads, self.head_dim = num_heads, width // num_heads
+        self.mat_qkv = nn.Linear(width, 3 * width, bias=False)
+        self.q_bias = nn.Parameter(torch.zeros(width))
+        self.v_bias = nn.Parameter(torch.zeros(width))
+        self.register_buffer("zero_k_bias", torch.zeros(width), persistent=False)
+        self.scale_mul = nn.Parameter(torch.full((1, num_heads, 1, 1), 4.0).log())
+        self.max_scale_mul = math.log(100.0)
+        self.proj = nn.Linear(width, width)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None,
+                cache: dict | None = None) -> torch.Tensor:
+        B, T, C = x.shape
+        bias = torch.cat([self.q_bias, self.zero_k_bias, self.v_bias])
+        qkv = F.linear(x, self.mat_qkv.weight, bias).view(B, T, 3, self.num_heads, self.head_dim)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, heads, T, d)
+        # $e^{s_h} \hat q$ and $\hat k$
+        q = F.normalize(q, dim=-1) * self.scale_mul.clamp(max=self.max_scale_mul).exp()
+        k = F.normalize(k, dim=-1)
+        if cache is not None:
+            if "k" in cache:
+                k = torch.cat([cache["k"], k], dim=2)
+                v = torch.cat([cache["v"], v], dim=2)
+            cache["k"], cache["v"] = k, v
+        att = q @ k.transpose(-2, -1)  # softmax scale 1: the cosine is already scaled
+        if mask is not None:
+            att = att.masked_fill(~mask, float("-inf"))
+        y = att.softmax(dim=-1) @ v
+        return self.proj(y.transpose(1, 2).reshape(B, T, C))
+
+
+# The MLP: $\operatorname{fc}_2(\operatorname{GELU}_{\tanh}(\operatorname{fc}_1(x)))$,
+# four times as wide inside (the tanh approximation of GELU, as GPT-2).
+class FFN(nn.Module):
+    def __init__(self, width: int, mlp_ratio: float):
+        super().__init__()
+        hidden = round(width * mlp_ratio)
+        self.fc1 = nn.Linear(width, hidden)
+        self.fc2 = nn.Linear(hidden, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
+
+
+# Stochastic depth: in training, each sample skips a residual branch with probability
+# $p$, and the branch is scaled by $1 / (1 - p)$ when kept.
+class DropPath(nn.Module):
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        keep = x.new_empty(x.shape[0], *([1] * (x.dim() - 1))).bernoulli_(1 - self.p)
+        return x * keep / (1 - self.p)
+
+
+# ## The AdaLN block
+#
+# The condition is the class embedding $c \in \mathbb{R}^{C}$ (no timestep: VAR is not
+# a diffusion model). As in DiT, a linear map of $\operatorname{SiLU}(c)$ gives six
+# vectors per block, and LayerNorm has no weights of its own:
+#
+# $$(\gamma_1, \gamma_2, s_1, s_2, b_1, b_2) = W \operatorname{SiLU}(c) + b,$$
+# $$x \leftarrow x + \gamma_1 \odot \operatorname{Attn}\big(\operatorname{LN}(x)(1 + s_1) + b_1\big), \qquad
+#   x \leftarrow x + \gamma_2 \odot \operatorname{FFN}\big(\operatorname{LN}(x)(1 + s_2) + b_2\big).$$
+#
+# Every token of every scale reads the class in every block, not only through the
+# start token.
+class AdaLNBlock(nn.Module):
+    def __init__(self, width: int, num_heads: int, mlp_ratio: float, drop_path: float,
+                 eps: float):
+        super().__init__()
+        self.width = width
+        self.ln_wo_grad = nn.LayerNorm(width, eps=eps, elementwise_affine=False)
+        self.attn = SelfAttention(width, num_heads)
+        self.ffn = FFN(width, mlp_ratio)
+        self.ada_lin = nn.Sequential(nn.SiLU(), nn.Linear(width, 6 * width))
+        self.drop_path = DropPath(drop_path)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor, mask: torch.Tensor | None = None,
+                cache: dict | None = None) -> torch.Tensor:
+        gamma1, gamma2, s1, s2, b1, b2 = self.ada_lin(cond).view(-1, 1, 6, self.width).unbind(2)
+        h = self.attn(self.ln_wo_grad(x) * (1 + s1) + b1, mask, cache)
+        x = x + self.drop_path(h * gamma1)
+        h = self.ffn(self.ln_wo_grad(x) * (1 + s2) + b2)
+        return x + self.drop_path(h * gamma2)
+
+
+# Before the head, one more adaptive LayerNorm, with a scale and a shift only.
+class AdaLNBeforeHead(nn.Module):
+    def __init__(self, width: int, eps: float):
+        super().__init__()
+        self.width = width
+        self.ln_wo_grad = nn.LayerNorm(width, eps=eps, elementwise_affine=False)
+        self.ada_lin = nn.Sequential(nn.SiLU(), nn.Linear(width, 2 * width))
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        s, b = self.ada_lin(cond).view(-1, 1, 2, self.width).unbind(2)
+        return self.ln_wo_grad(x) * (1 + s) + b
+
+
+# ## The model
+#
+# **Inputs.** The first scale has a single token and nothing to read yet: its input
+# is the **start token**, the class embedding plus a learnt vector `pos_start`. Scale
+# $k \ge 2$ reads the $p_k^2$ vectors $\operatorname{down}_{p_k}(\hat f^{(k-1)})$
+# ([[quant.py#teacher-forcing-for-the-transformer]]), each mapped from $C_{vae}$ to
+# the width by `word_embed`. Every token then gets a learnt absolute position
+# (`pos_1LC`, one per token of the pyramid) and a learnt **level embedding** of its
+# scale (`lvl_embed`), which tells apart tokens of different scales at similar
+# positions:
+#
+# $$x_i = \operatorname{word\_embed}(u_i) + P_i + E_{\ell(i)}.$$
+#
+# **Classes.** The table has `num_classes + 1` rows; the last is the null class. In
+# training each label is replaced by it with probability 0.1, so the same network
+# learns $p(r \mid c)$ and $p(r)$, which classifier-free guidance mixes at sampling
+# time.
+#
+# **Output.** The AdaLN head and a linear map to $V$ logits per token; the logits at
+# the tokens of scale $k$ are the distribution of $r_k$.
+class VAR(nn.Module):
+    def __init__(self, config: VARConfig | None = None):
+        super().__init__()
+        c = self.config = config or VARConfig()
+        C = c.width
+        self.patch_nums = tuple(c.patch_nums)
+        self.first_l = self.patch_nums[0] ** 2
+        self.word_embed = nn.Linear(c.dim, C)
+        self.class_emb = nn.Embedding(c.num_classes + 1, C)
+        self.pos_start = nn.Parameter(torch.empty(1, self.first_l, C))
+        self.pos_1LC = nn.Parameter(torch.empty(1, c.L, C))
+        self.lvl_embed = nn.Embedding(len(self.patch_nums), C)
+        # drop-path rising linearly from 0 in the first block to the rate in the last
+        dpr = [c.drop_path_rate * i / max(c.depth - 1, 1) for i in range(c.depth)]
+        self.blocks = nn.ModuleList(AdaLNBlock(C, c.num_heads, c.mlp_ratio, dpr[i], c.norm_eps)
+                                    for i in range(c.depth))
+        self.head_nm = AdaLNBeforeHead(C, c.norm_eps)
+        self.head = nn.Linear(C, c.num_codes)
+        self.register_buffer("lvl", levels(self.patch_nums), persistent=False)
+        self.register_buffer("mask", block_causal_mask(self.patch_nums), persistent=False)
+        self.init_weights()
+
+    # ### The official initialisation
+    #
+    # With $\sigma = \sqrt{1 / (3C)}$ (0.018 at $C = 1024$):
+    #
+    # * every linear and embedding weight (and `pos_start`, `pos_1LC`) is drawn from a
+    #   truncated normal of standard deviation $\sigma$; biases are 0;
+    # * the output projections of attention and MLP (`proj`, `fc2`) are divided by
+    #   $\sqrt{2d}$, so the $2d$ residual branches together start at the size of one;
+    # * the head is multiplied by 0.02: the first logits are nearly uniform;
+    # * in every AdaLN map, the rows that produce $\gamma_1, \gamma_2$ are multiplied
+    #   by $10^{-5}$ and the others by 0.5: every block starts as (almost) the identity,
+    #   the same idea as DiT's adaLN-Zero.
+    #
+    # (`nn.init.trunc_normal_` cuts at $\pm 2$ absolutely, not at $\pm 2\sigma$; with
+    # $\sigma < 0.1$ that cuts nothing in practice, in their code and ours.)
+    @torch.no_grad()
+    def init_weights(self, init_adaln: float = 0.5, init_adaln_gamma: float = 1e-5,
+                     init_head: float = 0.02) -> None:
+        C, depth = self.config.width, self.config.depth
+        std = math.sqrt(1 / (3 * C))
+        for m in self.modules():
+            if isinstance(m, (nn.Linear, nn.Embedding)):
+                nn.init.trunc_normal_(m.weight, std=std)
+                if isinstance(m, nn.Linear) and m.bias is not None:
+                    m.bias.zero_()
+        nn.init.trunc_normal_(self.pos_start, std=std)
+        nn.init.trunc_normal_(self.pos_1LC, std=std)
+        self.head.weight.mul_(init_head)
+        self.head.bias.zero_()
+        self.head_nm.ada_lin[-1].weight.mul_(init_adaln)
+        self.head_nm.ada_lin[-1].bias.zero_()
+        for block in self.blocks:
+            block.attn.proj.weight.div_(math.sqrt(2 * depth))
+            block.ffn.fc2.weight.div_(math.sqrt(2 * depth))
+            ada = block.ada_lin[-1]
+            ada.weight[2 * C:].mul_(init_adaln)
+            ada.weight[:2 * C].mul_(init_adaln_gamma)
+            ada.bias.zero_()
+
+    # The embedded start token plus `lvl_embed` and `pos_1LC` of the first scale, and the
+    # embedded inputs of the later ones; `x_in` may stop after any scale.
+    def embed(self, cond: torch.Tensor, x_in: torch.Tensor) -> torch.Tensor:
+        B = cond.shape[0]
+        sos = cond[:, None, :] + self.pos_start.expand(B, -1, -1)
+        x = torch.cat([sos, self.word_embed(x_in.float())], dim=1)
+        T = x.shape[1]
+        return x + self.lvl_embed(self.lvl[:T]) + self.pos_1LC[:, :T]
+
+    # ### The full forward pass (training, and the reference sampler)
+    #
+    # `labels` $(B,)$, `x_in` $(B, T - 1, C_{vae})$ (the teacher-forcing inputs of the
+    # first scales; $T = L$ in training): logits $(B, T, V)$ under the block-causal
+    # mask. In training mode, labels are dropped to the null class with probability
+    # `cond_drop_rate`.
+    def forward(self, labels: torch.Tensor, x_in: torch.Tensor) -> torch.Tensor:
+        if self.training and self.config.cond_drop_rate > 0:
+            drop = torch.rand(labels.shape[0], device=labels.device) < self.config.cond_drop_rate
+            labels = torch.where(drop, torch.full_like(labels, self.config.num_classes), labels)
+        cond = self.class_emb(labels)
+        x = self.embed(cond, x_in)
+        T = x.shape[1]
+        mask = self.mask[:T, :T]
+        for block in self.blocks:
+            x = block(x, cond, mask)
+        return self.head(self.head_nm(x, cond))
+
+    # ### The loss
+    #
+    # Cross-entropy over all $L$ tokens of the pyramid, each weighted $1/L$, averaged
+    # over the batch: the mean over tokens. The $p_K^2 = 256$ tokens of the last scale
+    # are 38% of the 680, the single token of the first 0.15%.
+    def loss(self, quant: MultiScaleQuantizer, idxs: list[torch.Tensor],
+             labels: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            x_in = quant.teacher_inputs(idxs)
+        logits = self(labels, x_in)
+        target = quant.flatten_idxs(idxs)
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1))
+
+    # ## Sampling
+    #
+    # $K$ steps. Step $k$ runs the network on the $p_k^2$ input tokens of scale $k$ only
+    # (the start token at $k = 1$): the KV cache of every block holds the keys and
+    # values of all coarser scales. The logits of the step's tokens give $r_k$; then,
+    # as in encoding, $\hat f \leftarrow \hat f + \phi_k(\operatorname{up}(e(r_k)))$,
+    # and $\operatorname{down}_{p_{k+1}}(\hat f)$ is the next step's input. After step
+    # $K$, the tokenizer's decoder turns $\hat f$ into pixels.
+    #
+    # **Classifier-free guidance.** The batch is doubled: the first half with the
+    # labels, the second with the null class. With $\ell_c$, $\ell_\varnothing$ the two
+    # halves' logits, step $k$ (from 0) uses
+    #
+    # $$\ell = (1 + t_k)\, \ell_c - t_k\, \ell_\varnothing, \qquad t_k = \mathrm{cfg} \cdot \frac{k}{K - 1}:$$
+    #
+    # no guidance for the first token, the full `cfg` for the last scale. The paper's
+    # FID setting is cfg 1.5, top-$k$ 900, top-$p$ 0.96.
+    #
+    # **Filtering.** Top-$k$, then top-$p$, then one draw per token
+    # ([[vqgan/transformer.py#top-k-and-nucleus-top-p-filtering]]).
+    #
+    # Arguments beyond the paper's, for the experiments: `forced` gives the maps of the
+    # first scales instead of sampling them (they still pass through the network, so
+    # the cache is the same); `choose(k, logits)` replaces the draw at scale $k$ (it
+    # returns $(B, p_k^2)$ tokens, or `None` to draw as usual). `use_cache=False` is
+    # the reference path: at every step it reruns the *whole* sequence so far under
+    # the block-causal mask, with the inputs rebuilt from the tokens
+    # ([[quant.py#teacher-forcing-for-the-transformer]]). `return_logits` also
+    # returns the raw logits of every step, $(B, L, V)$ per half, before guidance.
+    @torch.no_grad()
+    def generate(self, quant: MultiScaleQuantizer, labels: torch.Tensor, cfg: float = 1.5,
+                 top_k: int | None = None, top_p: float | None = None,
+                 generator: torch.Generator | None = None, use_cache: bool = True,
+                 forced: list[torch.Tensor] | None = None,
+                 choose: Callable | None = None, return_logits: bool = False):
+        B, K = labels.shape[0], len(self.patch_nums)
+        guided = cfg != 0
+        lab = torch.cat([labels, torch.full_like(labels, self.config.num_classes)]) \
+            if guided else labels
+        cond = self.class_emb(lab)
+        lvl_pos = self.lvl_embed(self.lvl)[None] + self.pos_1LC  # $P_i + E_{\ell(i)}$
+        x = cond[:, None, :] + self.pos_start + lvl_pos[:, :self.first_l]
+        caches = [{} for _ in self.blocks]
+        f_hat, idxs, raw, start = 0.0, [], [], 0
+        for k, p in enumerate(self.patch_nums):
+            if use_cache:
+                h = x
+                for block, cache in zip(self.blocks, caches):
+                    h = block(h, cond, cache=cache)
+                logits = self.head(self.head_nm(h, cond))
+            else:
+                x_in = quant.teacher_inputs(idxs) if idxs else \
+                    quant.embedding.weight.new_zeros(B, 0, quant.dim)
+                x_in = x_in.repeat(2, 1, 1) if guided else x_in
+                logits = self.forward(lab, x_in)[:, start:start + p * p]
+            raw.append(logits)
+            if guided:
+                t = cfg * k / (K - 1) if K > 1 else 0.0
+                logits = (1 + t) * logits[:B] - t * logits[B:]
+            r_k = None
+            if forced is not None and k < len(forced):
+                r_k = forced[k].reshape(B, p * p)
+            elif choose is not None:
+                r_k = choose(k, logits)
+            if r_k is None:
+                r_k = sample_tokens(logits, top_k, top_p, generator)
+            r_k = r_k.view(B, p, p)
+            idxs.append(r_k)
+            f_hat = f_hat + quant.h_of(k, r_k)
+            start += p * p
+            if use_cache and k < K - 1:
+                q = self.patch_nums[k + 1]
+                x = self.word_embed(quant.next_input(f_hat, k + 1)) + lvl_pos[:, start:start + q * q]
+                x = x.repeat(2, 1, 1) if guided else x
+        if return_logits:
+            return idxs, torch.cat(raw, dim=1)
+        return idxs
+
+
+# One draw per token from the filtered softmax; logits $(B, l, V)$, tokens $(B, l)$.
+def sample_tokens(logits: torch.Tensor, top_k: int | None = None, top_p: float | None = None,
+                  generator: torch.Generator | None = None) -> torch.Tensor:
+    B, l, V = logits.shape
+    flat = logits.reshape(B * l, V)
+    if top_k is not None and top_k < V:
+        flat = top_k_filter(flat, top_k)
+    if top_p is not None and top_p < 1.0:
+        flat = top_p_filter(flat, top_p)
+    return torch.multinomial(flat.softmax(-1), 1, generator=generator).view(B, l)
+
+
+# ## Presets
+#
+# `build_var("d16")` (and d20, d24, d30) are the paper's models: 310M, 601M, 1.03B
+# and 2.01B parameters, exactly the official counts (build them under
+# `torch.device("meta")`: d30 needs 8 GB as float32). `build_var("tiny")` is the CPU
+# default, 0.68M parameters.
+def build_var(preset: str = "tiny", **overrides) -> VAR:
+    if preset not in PRESETS:
+        raise ValueError(f"unknown VAR preset {preset!r}; choose one of {sorted(PRESETS)}")
+    return VAR(VARConfig(**{**asdict(PRESETS[preset]), **overrides}))
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
