@@ -1,6 +1,6 @@
 """Train the VQ-VAE and VQGAN chapter defaults on CPU for a fixed budget; report quality.
 
-    python benchmarks/vq.py                      # the issue's budgets (about 16 minutes)
+    python benchmarks/vq.py                      # about 21 minutes
     python benchmarks/vq.py --budget 60 --prior-budget 60 --only vqvae
 
 Each chapter's `experiment.benchmark(budget_seconds, out, seed)` trains its tiny default on
@@ -70,7 +70,7 @@ def main(argv=None) -> int:
                    help="seconds of VQ-VAE autoencoder training (default: %(default)s)")
     p.add_argument("--prior-budget", type=float, default=300.0,
                    help="seconds of VQ-VAE prior training (default: %(default)s)")
-    p.add_argument("--vqgan-budget", type=float, default=330.0,
+    p.add_argument("--vqgan-budget", type=float, default=600.0,
                    help="seconds for both VQGAN stages together (default: %(default)s)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (default: %(default)s; two threads on a busy 2-core "
