@@ -18,3 +18,12 @@ def write(tmp_path):
         path.write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf8")
         return path
     return _write
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Torch on one CPU thread for a test module (then restored): on a busy 2-core
+    machine two threads fighting other processes make steps many times slower."""
+    from annogen.train import torch_threads
+    with torch_threads(1):
+        yield

@@ -13,12 +13,7 @@ from annogen.ddpm import (Diffusion, UNet, UNetConfig, build_unet, count_paramet
                           linear_beta_schedule, timestep_embedding)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def naive_alpha_bar(T=1000, b1=1e-4, bT=0.02):

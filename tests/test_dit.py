@@ -13,12 +13,7 @@ from annogen.dit.model import (PRESETS, DiTBlock, LabelEmbedder, TimestepEmbedde
                                count_parameters, patchify, sincos_2d, unpatchify)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def small(**kw):

@@ -20,12 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RUN_FILES = ("checkpoint.pt", "metrics.jsonl", "samples.png", "loss.png", "config.json")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # 16 px shapes, a DiT of width 32 and 2 blocks with patch 4 (16 tokens)

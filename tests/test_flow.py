@@ -14,12 +14,7 @@ from annogen.flow.flow import dpm_first_order_step, flow_lambda
 from annogen.flow.toy import Mixture, eight_gaussians, sampler_errors
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_shift_of_one_half_by_three_is_three_quarters_on_floats_and_tensors():

@@ -12,14 +12,7 @@ from annogen.metrics import (FeatureNet, attribute_accuracy, codebook_perplexity
                              toy_fid, train_feature_net)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The tensors here are tiny; on a busy machine, waiting for a second thread costs more
-    than it saves."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --- PSNR -------------------------------------------------------------------------------

@@ -13,12 +13,7 @@ PAPER_256 = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
 PAPER_512 = (1, 2, 3, 4, 6, 9, 13, 18, 24, 32)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def random_var(**overrides):

@@ -19,12 +19,7 @@ from annogen.var.experiment import VAEExperiment, load_experiment
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # 16x16 shapes: the tiny tokenizer (f = 4) makes 4x4 latents, scales 1, 2, 3, 4 (30 tokens).

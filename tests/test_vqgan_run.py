@@ -19,12 +19,7 @@ from annogen.vqgan.experiment import VQGANExperiment, score_labels
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # 16x16 shapes: the tiny VQGAN (f = 4) turns them into 4x4 grids of codes.

@@ -15,14 +15,7 @@ except ImportError:  # the metrics module is optional for these tests
     codebook_perplexity = None
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These tensors are tiny: one thread is faster, and on busy shared cores much faster
-    than two threads spinning against each other."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def naive_perplexity(indices, K):

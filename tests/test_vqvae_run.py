@@ -22,12 +22,7 @@ from annogen.vqvae.experiment import (CodeGrids, PriorExperiment, VQVAEExperimen
 RUN_FILES = ("checkpoint.pt", "metrics.jsonl", "samples.png", "loss.png", "config.json")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def data(n=64, size=16, seed=0):

@@ -34,7 +34,6 @@ to train and cache the feature net (about a minute on a laptop CPU); after that,
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import math
 import os
@@ -565,14 +564,10 @@ def _feature_stats(x: Tensor, net, batch_size: int) -> tuple[Tensor, Tensor]:
 #
 # `python -m annogen.metrics train-featurenet --data shapes --image-size 32 [--steps N]`
 # trains the feature net, caches it and prints its accuracy and where it went.
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, not the usage block
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = _Parser(prog="python -m annogen.metrics", description="Metrics of the annogen course.")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser,
+    from annogen.train import ArgumentParser  # one-line errors, like every chapter's CLI
+    parser = ArgumentParser(prog="python -m annogen.metrics", description="Metrics of the annogen course.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser,
                                 metavar="{train-featurenet}")
     p = sub.add_parser("train-featurenet", help="train and cache the feature net for toy FID")
     p.add_argument("--data", default="shapes", help="shapes | digits | an image folder")

@@ -123,6 +123,30 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.ema_decay must be in [0, 1) or None, not {self.ema_decay}")
 
 
+# ## Command lines
+#
+# Every chapter's `python -m annogen.<chapter>` uses this parser: a bad flag prints one
+# line, `prog: error: what is wrong`, and exits with status 2, instead of argparse's
+# usage block followed by the message.
+class ArgumentParser(argparse.ArgumentParser):
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+# Torch's CPU thread count, set for a block and restored after it. Chapters' `--threads`
+# and the benchmarks use it: on a 2-core machine shared with other work, one thread is
+# often faster than two that fight other processes for the cores.
+@contextlib.contextmanager
+def torch_threads(n: int | None):
+    before = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 # Every chapter's command line gets the same flags, named after the fields
 # (`--batch-size` sets `batch_size`). A chapter passes its own defaults, for instance
 # `add_train_args(parser, steps=2000, lr=3e-4)`; a misspelt default is an error, not a

@@ -40,14 +40,10 @@ from annogen.train import add_train_args, config_from_args, save_image_grid, tra
 from .diffusion import Diffusion
 from .experiment import TINY_STEPS, TINY_TRAINING, DDPMExperiment, class_labels, evaluate, load_model, sample_images
 from .unet import PRESETS, build_unet, count_parameters
+from annogen.train import ArgumentParser as Parser
 
 
 # A parser whose errors are one line (and exit status 2), not the usage block.
-class Parser(argparse.ArgumentParser):
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
 def build_parser() -> Parser:
     p = Parser(prog="python -m annogen.ddpm",
                description="Train a DDPM noise predictor and sample it with DDPM or DDIM.")

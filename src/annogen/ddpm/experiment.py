@@ -31,7 +31,8 @@ from torch import Tensor
 
 from annogen.data import Shapes, make_dataset
 from annogen.metrics import load_feature_net, toy_fid
-from annogen.train import Experiment, TrainConfig, load_checkpoint, save_image_grid, train
+from annogen.train import (Experiment, TrainConfig, load_checkpoint, save_image_grid,
+                           torch_threads, train)
 
 from .diffusion import Diffusion
 from .unet import UNet, UNetConfig, build_unet
@@ -315,10 +316,7 @@ def benchmark(budget_seconds: float, out: Path, seed: int = 0,
     r"""Train the tiny DDPM for a wall-clock budget on 32px shapes, then measure each
     sampler; return (and write to `out/benchmark.json`) the numbers."""
     out = Path(out)
-    before = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         train_data = make_dataset("shapes", 32, n=data_size, seed=seed)
         cfg = TrainConfig(steps=10 ** 9, out=str(out), run=f"bench-{seed}", seed=seed, device="cpu",
                           log_every=50, ckpt_every=10 ** 9, sample_every=10 ** 9, **TINY_TRAINING)
@@ -356,8 +354,6 @@ def benchmark(budget_seconds: float, out: Path, seed: int = 0,
             "toy_fid_real": toy_fid(real, other, net),
             "toy_fid_real_common": toy_fid(real[:common_n], other[:common_n], net),
         }
-    finally:
-        torch.set_num_threads(before)
     out.mkdir(parents=True, exist_ok=True)
     (out / "benchmark.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf8")
     return result

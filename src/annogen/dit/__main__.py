@@ -34,14 +34,10 @@ from annogen.train import add_train_args, config_from_args, save_image_grid, tra
 
 from .experiment import DEFAULTS, DiTExperiment, evaluate_samplers, load_dit
 from .model import PRESETS, DiT, count_parameters
+from annogen.train import ArgumentParser as Parser
 
 
 # A parser whose errors are one line (and exit status 2), not the usage block.
-class Parser(argparse.ArgumentParser):
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
 def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:

@@ -37,7 +37,8 @@ from torch import Tensor
 from annogen.data import Shapes, make_dataset
 from annogen.flow.flow import cfg_velocity, flow_matching_loss, sample as flow_sample
 from annogen.metrics import toy_fid
-from annogen.train import TrainConfig, load_checkpoint, save_image_grid, seed_everything, train
+from annogen.train import (TrainConfig, load_checkpoint, save_image_grid, seed_everything,
+                           torch_threads, train)
 from annogen.vqgan.experiment import Budgeted, score_labels
 
 from .model import DiT, DiTBlock, DiTConfig, count_parameters
@@ -211,13 +212,8 @@ def evaluate_samplers(exp: DiTExperiment, samplers=(("euler", 20), ("euler", 50)
 def benchmark(budget_seconds: float, out: Path, seed: int = 0,
               samplers=(("euler", 20), ("euler", 50), ("dpm", 10), ("dpm", 20)),
               n_eval: int = 256, data_size: int = 10_000, threads: int | None = 1) -> dict:
-    before = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         return _benchmark(budget_seconds, Path(out), seed, samplers, n_eval, data_size)
-    finally:
-        torch.set_num_threads(before)
 
 
 def _benchmark(budget_seconds, out, seed, samplers, n_eval, data_size) -> dict:
@@ -271,10 +267,7 @@ def _benchmark(budget_seconds, out, seed, samplers, n_eval, data_size) -> dict:
 def forward_cost(tokens=(256, 1024, 4096), width: int = 256, depth: int = 2, heads: int = 4,
                  batch: int = 1, repeats: int = 3, threads: int | None = 1,
                  seed: int = 0) -> list[dict]:
-    before = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         torch.manual_seed(seed)
         blocks = torch.nn.ModuleList([DiTBlock(width, heads) for _ in range(depth)]).eval()
         for block in blocks:  # random modulation, so that the blocks are not the identity
@@ -297,5 +290,3 @@ def forward_cost(tokens=(256, 1024, 4096), width: int = 256, depth: int = 2, hea
                          "attention_gflop": 4 * batch * depth * T * T * width / 1e9,
                          "linear_gflop": 24 * batch * depth * T * width * width / 1e9})
         return rows
-    finally:
-        torch.set_num_threads(before)

@@ -23,11 +23,7 @@ from pathlib import Path
 import torch
 
 from .toy import draw_figure, eight_gaussians, sampler_errors
-
-
-class Parser(argparse.ArgumentParser):
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message}\n")
+from annogen.train import ArgumentParser as Parser
 
 
 def steps_list(text: str) -> tuple[int, ...]:

@@ -34,7 +34,7 @@ from torch.utils.data import Dataset
 
 from annogen.data import Shapes, make_dataset
 from annogen.metrics import codebook_perplexity, codebook_usage, psnr, toy_fid
-from annogen.train import TrainConfig, load_checkpoint, save_image_grid, train
+from annogen.train import TrainConfig, load_checkpoint, save_image_grid, torch_threads, train
 from annogen.vqgan.experiment import Budgeted, VQGANExperiment, score_labels
 
 from .model import VAR, VARConfig, build_var
@@ -282,13 +282,8 @@ def evaluate_var(exp: VARExperiment, n: int = 420, real=None, net=None, batch_si
 def benchmark(budget_seconds: float, out: Path, seed: int = 0, stage1_share: float = 0.4,
               data_size: int = 10_000, eval_samples: int = 420,
               threads: int | None = 1) -> dict:
-    before = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         return _benchmark(budget_seconds, Path(out), seed, stage1_share, data_size, eval_samples)
-    finally:
-        torch.set_num_threads(before)
 
 
 def _benchmark(budget_seconds, out, seed, stage1_share, data_size, eval_samples) -> dict:

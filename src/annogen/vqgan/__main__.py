@@ -46,14 +46,10 @@ from .experiment import (DEFAULTS, TransformerExperiment, VQGANExperiment, encod
 from .losses import NLayerDiscriminator
 from .model import build_vqgan
 from .transformer import build_gpt
+from annogen.train import ArgumentParser as Parser
 
 
 # A parser whose errors are one line (and exit status 2), not the usage block.
-class Parser(argparse.ArgumentParser):
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
 def top_k_arg(text: str) -> int | None:
     if text.lower() in ("none", "off", "0"):
         return None

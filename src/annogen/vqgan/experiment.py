@@ -41,7 +41,7 @@ from torch.utils.data import Dataset
 from annogen.data import Shapes, make_dataset, read_shapes
 from annogen.metrics import codebook_perplexity, codebook_usage, psnr, toy_fid
 from annogen.train import (Experiment, TrainConfig, load_checkpoint, save_image_grid,
-                           seed_everything, train)
+                           seed_everything, torch_threads, train)
 
 from .losses import LPIPS, VQGANLoss
 from .model import VQGAN, VQGANConfig, build_vqgan
@@ -532,13 +532,8 @@ def evaluate_transformer(exp: TransformerExperiment, n: int = 1050, real=None, n
 def benchmark(budget_seconds: float, out: Path, seed: int = 0, stage1_share: float = 0.4,
               data_size: int = 10_000, eval_samples: int = 1050,
               threads: int | None = 1) -> dict:
-    before = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         return _benchmark(budget_seconds, Path(out), seed, stage1_share, data_size, eval_samples)
-    finally:
-        torch.set_num_threads(before)
 
 
 def _benchmark(budget_seconds: float, out: Path, seed: int, stage1_share: float,

@@ -26,7 +26,6 @@ where they stopped: a stage already at its step count is only evaluated again.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -40,6 +39,7 @@ from .experiment import (PriorExperiment, VQVAEExperiment, encode_dataset, evalu
                          evaluate_vqvae, interleave_rows, load_prior, load_vqvae)
 from .model import PRESETS, build_vqvae
 from .prior import PRIOR_PRESETS, build_prior
+from annogen.train import ArgumentParser as Parser
 
 
 # ## The flags
@@ -48,11 +48,6 @@ from .prior import PRIOR_PRESETS, build_prior
 # [[train.py]]); the training flags set stage 1, and the `--prior-*` flags change what
 # differs for stage 2. A mistyped flag ends with one line and exit status 2, not a
 # page of usage.
-class Parser(argparse.ArgumentParser):
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
 def build_parser() -> Parser:
     p = Parser(prog="python -m annogen.vqvae",
                description="Train a VQ-VAE (stage 1) and a gated PixelCNN prior over its codes (stage 2).")
