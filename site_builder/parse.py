@@ -207,11 +207,17 @@ def docstrings_to_comments(code: str, path: str, warnings: Warnings | None = Non
 # the numbering is untouched, and then walk Pycco's sections counting lines: each docs
 # line and each code line Pycco produced is exactly one line of the file.
 
+def normalize_source(code: str) -> str:
+    """What Python itself ignores or treats alike: a byte-order mark, and `\r\n` or a
+    lone `\r` as line ends. Line numbers stay those an editor shows."""
+    return code.lstrip("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
+
+
 def parse(code: str, path: str, warnings: Warnings | None = None) -> list[Section]:
     language = language_for(path)
     if language is None:
         raise BuildError(path, None, "unsupported file type (Pycco has no language for it)")
-    code = code.replace("\r\n", "\n")
+    code = normalize_source(code)
     doc_lines: set[int] = set()
     lines = code.split("\n")
     if lines and lines[0].startswith("#!"):
@@ -231,8 +237,10 @@ def parse(code: str, path: str, warnings: Warnings | None = None) -> list[Sectio
     for raw in raw_sections:
         docs_text, code_text = raw["docs_text"], raw["code_text"]
         n_docs = docs_text.count("\n")
+        # Pycco ends every line it emits with "\n"; an empty code text (a file that ends
+        # in a comment with no final newline) is no line at all.
         code_lines = code_text.split("\n")
-        if code_text.endswith("\n"):
+        if code_text.endswith("\n") or not code_text:
             code_lines.pop()
         docs_line = line
         code_start = line + n_docs

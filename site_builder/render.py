@@ -22,7 +22,7 @@ from .directives import apply_directives
 from .errors import BuildError, Warnings
 from .highlight import highlight_sections
 from .mathtex import COMPLETE_MATH, check_math, mask_code, separate_display_math
-from .parse import Section, comment_map, language_for, parse
+from .parse import Section, comment_map, language_for, normalize_source, parse
 from .xref import (Resolver, Target, heading_texts, page_anchors,
                    pycco_headings_to_markdown)
 
@@ -82,9 +82,9 @@ def prepare(page: Page, warnings: Warnings) -> Prepared:
         code = None
     else:
         sections = parse(text, path, warnings)
-        comments = comment_map(text, path) if language_for(path) and page.src.suffix == ".py" else None
+        comments = comment_map(normalize_source(text), path) if language_for(path) and page.src.suffix == ".py" else None
         apply_directives(sections, path, comments)
-        code = text if page.src.suffix == ".py" else None
+        code = normalize_source(text) if page.src.suffix == ".py" else None
     meta = front_matter(sections[0]) if sections else {}
     for s in sections:
         s.docs = pycco_headings_to_markdown(s.docs)
