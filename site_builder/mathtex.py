@@ -159,7 +159,10 @@ COMPLETE_MATH = [
     re.compile(r"\\begin\{([a-zA-Z]+\*?)\}.*?\\end\{\1\}", re.S),
     re.compile(r"\\\[.+?\\\]", re.S),
     re.compile(r"\\\(.+?\\\)", re.S),
-    re.compile(r"(?<!\\)\$(?![\s$])(?:\\.|[^\\$\n])+?(?<!\s)\$"),
+    # Inline math may run over several lines of one paragraph (Markdown and MathJax
+    # both allow it), but never across a blank line: a paragraph that ends without
+    # its closing `$` must not borrow one from the next paragraph.
+    re.compile(r"(?<!\\)\$(?![\s$])(?:\\.|[^\\$\n]|\n(?![ \t]*(?:\n|$)))+?(?<!\s)\$"),
 ]
 
 

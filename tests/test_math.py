@@ -123,3 +123,37 @@ def test_math_inside_raw_docstring_renders_exactly(tmp_path):
     prep = prepare(Page(f, "d.html", "code", "d.py"), Warnings())
     out = render(prep.sections[1].docs)
     assert formulas(out) == [r"\begin{aligned} a &= \frac{1}{2} \\ b &= \beta \end{aligned}"]
+
+
+# === Inline formulas over several lines of one paragraph ===
+
+ADAM = ("# Update $\\theta_t \\leftarrow \\theta_{t-1} - \\alpha \\cdot\n"
+        "#  \\frac{m_t}{\\sqrt{v_t}}$ every step.\n"
+        "theta = theta - alpha * m / v ** 0.5\n")
+
+
+def test_inline_formula_across_comment_lines_builds_and_renders(tmp_path):
+    f = tmp_path / "adam.py"
+    f.write_text(ADAM)
+    prep = prepare(Page(f, "adam.html", "code", "adam.py"), Warnings())
+    assert prep.has_math
+    out = render(prep.sections[0].docs)
+    [tex] = formulas(out)
+    assert tex.startswith("\\theta_t") and tex.endswith("\\frac{m_t}{\\sqrt{v_t}}")
+    assert "$" not in re.sub(r"<span class=\"arithmatex\">.*?</span>", "", out, flags=re.S)
+
+
+@pytest.mark.parametrize("text,line", [
+    # The paragraph ends without its `$`; a later paragraph's `$` must not close it.
+    ("The weight $\\beta is small.\n\nAs in the paper$).\n", 1),
+    ("The weight $\\beta is small.\n   \nAs in the paper $x$ and y$.\n", 1),
+    ("ok $a$\nthen $b\n\n", 2),
+])
+def test_inline_formula_never_pairs_across_a_blank_line(text, line):
+    with pytest.raises(BuildError) as e:
+        check_math(text, "m.py", 1)
+    assert str(e.value).startswith(f"m.py:{line}: unclosed inline formula")
+
+
+def test_multiline_inline_formula_in_one_paragraph_passes_the_check():
+    check_math("Update $a +\n b$ and $c$.\n\nNext $d\n+ e$ paragraph.", "m.py", 1)
