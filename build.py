@@ -48,6 +48,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--mathjax-url", default=None,
                    help="load MathJax from this URL instead of the local copy")
     p.add_argument("--title", default="Documentation", help="site title when rendering PATHs")
+    p.add_argument("--strict", action="store_true",
+                   help="treat every warning as an error (e.g. a missing image in PATHs)")
     p.add_argument("-q", "--quiet", action="store_true", help="print errors only")
     args = p.parse_args(argv)
     if not 0 < args.port < 65536:
@@ -67,12 +69,14 @@ def build_once(args) -> bool:
     """One build; prints the result or the error line. Returns success."""
     start = time.perf_counter()
     try:
-        result = build(load(args), Options(out=args.out, mathjax_url=args.mathjax_url))
+        result = build(load(args), Options(out=args.out, mathjax_url=args.mathjax_url,
+                                           strict=args.strict))
     except BuildError as e:
         print(e, file=sys.stderr)
         return False
     except OSError as e:  # e.g. an output folder we may not write
-        print(f"{e.filename or args.out}: {e.strerror}", file=sys.stderr)
+        print(f"{args.out}: {e.strerror} ({e.filename})" if e.filename else
+              f"{args.out}: {e.strerror}", file=sys.stderr)
         return False
     result.warnings.print()
     if not args.quiet:
@@ -90,7 +94,8 @@ def main(argv=None) -> int:
     if args.serve:
         from site_builder.serve import serve
         return serve(args, lambda: build(load(args), Options(out=args.out,
-                                                             mathjax_url=args.mathjax_url)))
+                                                             mathjax_url=args.mathjax_url,
+                                                             strict=args.strict)))
     return 0 if build_once(args) else 1
 
 

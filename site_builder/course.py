@@ -60,6 +60,10 @@ class Course:
     intro: Path | None = None
     parts: list[tuple[str, list[Chapter]]] = field(default_factory=list)
     manifest: Path | None = None
+    # A course keeps its figures next to its pages, so a missing one is an error; files
+    # rendered the way `pycco` is used often show images that live elsewhere (generated
+    # at run time), so there it is a warning (an error with --strict).
+    missing_images_are_errors: bool = True
 
     @property
     def pages(self) -> list[Page]:
@@ -220,7 +224,7 @@ def course_from_paths(paths: list[Path], title: str = "Documentation") -> Course
         raise BuildError(paths[0] if paths else Path("."), None, "no source files found")
     files = list(dict.fromkeys(f.resolve() for f in files))
     root = Path(os.path.commonpath([f.parent for f in files]))
-    course = Course(title=title, root=root)
+    course = Course(title=title, root=root, missing_images_are_errors=False)
     # A README.md at the top is the index page's introduction, as in a course.
     top_readme = [f for f in files if f.parent == root and f.name.lower() == "readme.md"]
     if top_readme:

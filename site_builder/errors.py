@@ -52,11 +52,18 @@ class BuildError(Exception):
 @dataclass
 class Warnings:
     items: list[str] = field(default_factory=list)
+    errors: list[BuildError] = field(default_factory=list)  # the same, as errors (--strict)
 
     def warn(self, path: str | os.PathLike, line: int | None, message: str) -> None:
         where = display_path(path) + (f":{line}" if line else "")
         self.items.append(f"{where}: warning: {message}")
+        self.errors.append(BuildError(path, line, message))
 
-    def print(self, stream=sys.stderr) -> None:
+    def extend(self, other: "Warnings") -> None:
+        self.items.extend(other.items)
+        self.errors.extend(other.errors)
+
+    def print(self, stream=None) -> None:
+        stream = stream or sys.stderr  # looked up now, so that redirection is honoured
         for item in self.items:
             print(item, file=stream)

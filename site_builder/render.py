@@ -68,7 +68,7 @@ def plain_text(docs: str) -> str:
     return re.sub(r"\s+", " ", text).strip()
 
 
-def prepare(page: Page, warnings: Warnings) -> Prepared:
+def prepare(page: Page, warnings: Warnings, missing_images_are_errors: bool = True) -> Prepared:
     path = str(page.src)
     try:
         text = page.src.read_text(encoding="utf8")
@@ -98,7 +98,8 @@ def prepare(page: Page, warnings: Warnings) -> Prepared:
     prepared = Prepared(page, text, hashlib.sha256(text.encode()).hexdigest(), sections,
                         anchors, title, meta.get("summary", ""), has_math)
     prepared.target = Target(page.src, page.rel_src, page.out, anchors.all)
-    prepared.assets = [a for s in sections for a in local_images(s, page)]
+    prepared.assets = [a for s in sections for a in local_images(
+        s, page, None if missing_images_are_errors else warnings)]
     for s, anchor, heads in zip(sections, anchors.section_ids, anchors.heading_ids):
         words = plain_text(s.docs)
         if words:
@@ -111,13 +112,16 @@ def prepare(page: Page, warnings: Warnings) -> Prepared:
 #
 # A chapter's figures are files next to its sources (`![samples](figures/samples.png)`).
 # We copy each image a page refers to into the site at the same relative place, so the
-# link works served and from disk; a missing image is a build error, like a broken link.
+# link works served and from disk. In a course a missing image is a build error, like a
+# broken link; when rendering any files (paths mode) it is a warning and the page keeps
+# the reference as written.
 
 IMAGE = re.compile(r"!\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+[\"'][^\"']*[\"'])?\s*\)")
 HTML_IMAGE = re.compile(r"<img\b[^>]*\bsrc=[\"']([^\"']+)[\"']", re.I)
 
 
-def local_images(section: Section, page: Page) -> list[tuple[str, str]]:
+def local_images(section: Section, page: Page,
+                 warnings: Warnings | None = None) -> list[tuple[str, str]]:
     masked = mask_code(section.docs)
     found = []
     for m in [*IMAGE.finditer(masked), *HTML_IMAGE.finditer(masked)]:
@@ -127,7 +131,10 @@ def local_images(section: Section, page: Page) -> list[tuple[str, str]]:
         line = section.docs_line + masked.count("\n", 0, m.start())
         source = (page.src.parent / ref).resolve()
         if not source.is_file():
-            raise BuildError(page.src, line, f"missing image {ref}")
+            if warnings is None:
+                raise BuildError(page.src, line, f"missing image {ref}")
+            warnings.warn(page.src, line, f"missing image {ref}")
+            continue
         dest = posixpath.normpath(posixpath.join(posixpath.dirname(page.out), ref))
         if dest.startswith("../") or dest == "..":
             raise BuildError(page.src, line, f"image {ref} lies outside the site; keep figures "

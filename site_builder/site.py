@@ -63,6 +63,7 @@ class Options:
     out: Path
     mathjax_url: str | None = None  # None: the local copy
     jobs: int = 0  # worker processes; 0: one per core
+    strict: bool = False  # every warning is an error
 
 
 @dataclass
@@ -86,7 +87,8 @@ def _tree(folder: Path) -> list[Path]:
 def input_digest(course: Course, options: Options) -> str:
     """Everything a build reads. Equal digests mean an identical site."""
     h = hashlib.sha256(__version__.encode())
-    h.update(json.dumps([options.mathjax_url, course.title, course.tagline]).encode())
+    h.update(json.dumps([options.mathjax_url, options.strict, course.title,
+                         course.tagline]).encode())
     for p in course.pages:
         h.update(f"{p.out}\0{p.kind}\0{p.title}\0{p.run}\0".encode())
     _hash_files(h, [p.src for p in course.pages])
@@ -136,6 +138,7 @@ def build(course: Course, options: Options) -> Result:
     digest = input_digest(course, options)
     if out.is_dir() and state.get("input") == digest and _assets_unchanged(state):
         result.up_to_date = True
+        result.warnings.items = list(state.get("warnings", []))  # shown again, as last time
         return result
     pages = course.pages
     jobs = options.jobs or default_jobs()
@@ -143,18 +146,20 @@ def build(course: Course, options: Options) -> Result:
     # Pass 1: prepare every page (parse, directives, anchors, math checks).
     def prepare_one(i: int):
         warnings = Warnings()
-        prep = prepare(pages[i], warnings)
+        prep = prepare(pages[i], warnings, course.missing_images_are_errors)
         prep.page = None  # sent back without the course it belongs to
-        return prep, warnings.items
+        return prep, warnings
 
     prepared = []
-    for page, (prep, items) in zip(pages, fork_map(prepare_one, len(pages), jobs)):
+    for page, (prep, warnings) in zip(pages, fork_map(prepare_one, len(pages), jobs)):
         prep.page = page
         prepared.append(prep)
-        result.warnings.items.extend(items)
+        result.warnings.extend(warnings)
     by_out = {prep.page.out: prep for prep in prepared}
     resolver = Resolver([prep.target for prep in prepared])
     intro = _prepare_intro(course, result.warnings)
+    if options.strict and result.warnings.errors:
+        raise result.warnings.errors[0]
     hrefs = {}
     for prep in prepared + ([intro] if intro else []):
         hrefs[prep.page.out] = [href for s in prep.sections
@@ -167,9 +172,13 @@ def build(course: Course, options: Options) -> Result:
                 for p in prepared}
 
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
+    try:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+    except OSError as e:
+        # The temporary folder is ours, not the reader's: name the folder they asked for.
+        raise BuildError(out, None, f"cannot write the output folder: {e.strerror}") from None
     try:
         # Pass 2: render the pages whose key changed; copy the others.
         def render_one(i: int) -> bool:
@@ -201,7 +210,8 @@ def build(course: Course, options: Options) -> Result:
         _write_search_index(tmp, prepared, course)
         assets = _copy_images(tmp, prepared + ([intro] if intro else []))
         (tmp / STATE_FILE).write_text(json.dumps({"input": digest, "pages": new_keys,
-                                                  "assets": assets},
+                                                  "assets": assets,
+                                                  "warnings": result.warnings.items},
                                                  sort_keys=True, indent=1) + "\n")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -263,8 +273,13 @@ def _swap(tmp: Path, out: Path) -> None:
             shutil.rmtree(tmp, ignore_errors=True)
             raise BuildError(out, None, "output folder exists and was not made by this "
                              "builder; refusing to replace it (choose another --out)")
-        os.replace(out, old)
-    os.replace(tmp, out)
+    try:
+        if out.exists():
+            os.replace(out, old)
+        os.replace(tmp, out)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise BuildError(out, None, f"cannot replace the output folder: {e.strerror}") from None
     shutil.rmtree(old, ignore_errors=True)
 
 
@@ -283,7 +298,7 @@ def _prepare_intro(course: Course, warnings: Warnings) -> Prepared | None:
     from .course import Page
     page = Page(course.intro.resolve(), "index.html", "markdown",
                 course.intro.name, None, title=course.title)
-    return prepare(page, warnings)
+    return prepare(page, warnings, course.missing_images_are_errors)
 
 
 def _index_context(course, by_out, intro, md, resolver, options) -> dict:

@@ -291,7 +291,7 @@ def test_binary_or_non_utf8_source_is_a_one_line_error(tmp_path, capsys):
                                                  "continuation byte")
 
 
-def test_images_are_copied_and_a_missing_one_is_an_error(write, tmp_path, capsys):
+def test_images_are_copied_and_a_missing_one_is_a_warning_in_paths_mode(write, tmp_path, capsys):
     write("ch/README.md", "# Chapter\n\n![samples](figures/s.png)\n")
     write("ch/figures/s.png", "not really a png")
     write("ch/m.py", "# Code.\nx = 1\n")
@@ -304,8 +304,33 @@ def test_images_are_copied_and_a_missing_one_is_an_error(write, tmp_path, capsys
     code, io = run([tmp_path / "ch", "--out", out], capsys)
     assert "up to date" not in io.out and (out / "figures" / "s.png").read_text() == "new pixels"
     write("ch/m.py", "# Code.\n#\n# ![gone](nothere.png)\nx = 1\n")
+    # Rendering any files (as pycco is used): the page builds, the reference is kept.
     code, io = run([tmp_path / "ch", "--out", out, "-q"], capsys)
+    assert code == 0 and io.err.strip().endswith("m.py:3: warning: missing image nothere.png")
+    assert 'src="nothere.png"' in (out / "m.html").read_text()
+    code, io = run([tmp_path / "ch", "--out", out, "-q"], capsys)  # a no-op says it again
+    assert code == 0 and io.err.strip().endswith("m.py:3: warning: missing image nothere.png")
+    # --strict makes every warning an error, and the previous site stays.
+    before = (out / "m.html").read_text()
+    code, io = run([tmp_path / "ch", "--out", out, "-q", "--strict"], capsys)
     assert code == 1 and io.err.strip().endswith("m.py:3: missing image nothere.png")
+    assert "warning" not in io.err and (out / "m.html").read_text() == before
+
+
+def test_missing_image_in_a_course_is_an_error(write, tmp_path, capsys):
+    write("ch/README.md", "# Chapter\n\n![samples](figures/gone.png)\n")
+    manifest = write("course.toml", '[course]\ntitle = "T"\n[[parts]]\ntitle = "P"\n'
+                     '[[parts.chapters]]\nid = "ch"\ntitle = "Ch"\npath = "ch"\n')
+    code, io = run(["--manifest", manifest, "--out", tmp_path / "o", "-q"], capsys)
+    assert code == 1 and io.err.strip().endswith("ch/README.md:3: missing image figures/gone.png")
+
+
+@pytest.mark.parametrize("where", ["/proc/forbidden", "/proc/forbidden/deeper"])
+def test_unwritable_output_folder_names_the_folder_asked_for(small, where, capsys):
+    code, io = run([small, "--out", where, "-q"], capsys)
+    err = io.err.strip()
+    assert code == 1 and len(err.splitlines()) == 1
+    assert err.startswith(f"{where}: cannot write the output folder") and ".tmp-" not in err
 
 
 def test_builder_chapter_lists_every_builder_module():
