@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from annogen import metrics
+from annogen.data import COLOUR_NAMES, SHAPES, make_dataset
 from annogen.metrics import (FeatureNet, attribute_accuracy, codebook_perplexity, codebook_usage,
                              feature_net_path, frechet_distance, load_feature_net, psnr,
-                             toy_fid, train_feature_net)
+                             score_labels, toy_fid, train_feature_net)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -390,3 +391,27 @@ def test_real_feature_net_learns_shapes_and_toy_fid_separates_distributions(tmp_
     assert toy_fid(real, images(12, max_shapes=1), net) > 2 * floor
     assert toy_fid(real, torch.rand_like(other) * 2 - 1, net) > 20 * floor
     assert toy_fid(real[:200], other[:200], net) > floor  # the small-sample bias
+
+
+# --- class labels of samples -------------------------------------------------------
+
+def test_sample_scoring_reads_the_labels_back_from_real_images():
+    data = make_dataset("shapes", 32, n=60, seed=3)
+    x = torch.stack([data[i]["image"] for i in range(60)])
+    labels = torch.stack([data[i]["label"] for i in range(60)])
+    # the label names the first shape (in reading order) of the generated layout
+    first = [data.attributes(i)[0] for i in range(60)]
+    assert labels.tolist() == [SHAPES.index(a["shape"]) * 7 + COLOUR_NAMES.index(a["colour"])
+                               for a in first]
+    scores = score_labels(x, labels)
+    assert scores["shape_accuracy"] == scores["colour_accuracy"] == scores["class_accuracy"] == 1.0
+    assert scores["attribute_accuracy"] == 1.0 and scores["valid"] == 1.0
+    # the next colour, same shape: colour always wrong, shape always right
+    shifted = labels - labels % 7 + (labels % 7 + 1) % 7
+    scores = score_labels(x, shifted)
+    assert scores["colour_accuracy"] == 0.0 and scores["shape_accuracy"] == 1.0
+    assert scores["attribute_accuracy"] == 0.5 and scores["class_accuracy"] == 0.0
+    # black images: no shape found, wrong on both
+    assert score_labels(-torch.ones(4, 3, 32, 32), labels[:4])["attribute_accuracy"] == 0.0
+    with pytest.raises(ValueError, match="4 images but 3 labels"):
+        score_labels(x[:4], labels[:3])

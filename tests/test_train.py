@@ -22,9 +22,9 @@ import torch
 from PIL import Image
 from torch import nn
 
-from annogen.train import (Experiment, TrainConfig, TrainingDiverged, add_train_args,
-                           config_from_args, load_checkpoint, pick_device, save_image_grid,
-                           train)
+from annogen.train import (ArgumentParser, Budgeted, Experiment, TrainConfig, TrainingDiverged,
+                           add_train_args, config_from_args, load_checkpoint, pick_device,
+                           save_image_grid, top_k_arg, top_p_arg, train)
 
 
 class ToyImages(torch.utils.data.Dataset):
@@ -324,6 +324,50 @@ def test_train_args_round_trip_to_config():
     assert config_from_args(parser.parse_args([])) == TrainConfig(steps=50, ema_decay=0.999)
     with pytest.raises(TypeError, match="stpes"):
         add_train_args(argparse.ArgumentParser(), stpes=5)
+
+
+class BudgetedMLP(Budgeted, MLP):
+    """The MLP with a wall-clock deadline: checks it before each step, counts the steps."""
+    def __init__(self, stop_after=None):
+        MLP.__init__(self, random_parts=False)
+        self.stop_after, self.done = stop_after, 0
+
+    def training_step(self, batch, step, loop):
+        if self.stop_after is not None and step == self.stop_after:
+            self.deadline = time.monotonic()  # the clock runs out during this step
+        self.stop_if_out_of_time(step, loop)
+        self.done += 1
+        return super().training_step(batch, step, loop)
+
+
+@pytest.mark.parametrize("stop_after", [None, 1, 4])
+def test_budget_makes_the_step_in_progress_the_last(tmp_path, stop_after):
+    c = cfg(tmp_path, steps=6, ckpt_every=100)
+    exp = BudgetedMLP(stop_after)
+    run_dir = train(exp, ToyImages(), c)
+    expected = 6 if stop_after is None else stop_after
+    assert exp.done == c.steps == expected
+    # the run ended as a run of that many steps would: final checkpoint and log line
+    assert load_checkpoint(run_dir / "checkpoint.pt")["step"] == expected
+    assert losses(run_dir)[-1][0] == expected
+
+
+def test_top_k_and_top_p_flags_parse_switch_off_and_reject_out_of_range(capsys):
+    assert top_k_arg("8") == 8 and top_k_arg("none") is None and top_k_arg("0") is None
+    assert top_p_arg("0.8") == 0.8 and top_p_arg("1") == 1.0 and top_p_arg("OFF") is None
+    for bad in ("-1",):
+        with pytest.raises(argparse.ArgumentTypeError):
+            top_k_arg(bad)
+    for bad in ("0", "1.5", "-0.1"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            top_p_arg(bad)
+    parser = ArgumentParser(prog="prog")
+    parser.add_argument("--top-p", type=top_p_arg)
+    with pytest.raises(SystemExit) as e:
+        parser.parse_args(["--top-p", "2"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--top-p" in err and "must be in (0, 1]" in err
 
 
 def test_pick_device_prefers_accelerators_and_rejects_missing_ones():

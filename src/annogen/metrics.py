@@ -202,6 +202,48 @@ def _read_shapes(image: Tensor) -> list[dict]:
     return read_shapes(image)
 
 
+# ## Did the sample come out as its class? Class-conditional samples on `shapes`
+#
+# The class-conditional models of the course (VQGAN's transformer, VAR, DDPM, DiT) are
+# given a class label, not a caption. A class label of `shapes` says only two things:
+# the **shape** and the **colour** of the *first* shape, first in the order top left,
+# top right, bottom left, bottom right, centre ([[data.py#the-dataset]]). It says
+# nothing about the size, the position or whether a second shape follows. So that is
+# what we score, and nothing more. The checker reads each sample back; its first shape,
+# in the same order, is compared with the label $c_i$:
+#
+# $$\mathrm{acc}_a = \frac{1}{n} \sum_{i=1}^{n} \mathbf{1}\left[\text{the first shape found in sample } i \text{ has } a = a(c_i)\right], \qquad a \in \{\text{shape}, \text{colour}\}.$$
+#
+# A sample in which the checker finds nothing is wrong on both. The **attribute
+# accuracy** is the mean of the two, $(\mathrm{acc}_{shape} + \mathrm{acc}_{colour}) / 2$;
+# **class accuracy** asks for both at once. Chance is $1/3$ for the shape and $1/7$ for
+# the colour, so an unconditional model that draws plausible shapes would score about
+# $0.24$ and $0.05$. We also report `valid`, the fraction of samples in which the checker
+# finds one or two shapes (the only counts the data has); a sample with stray blobs
+# can still have the right first shape, and `valid` tells how often that happens.
+def score_labels(images: Tensor, labels: Tensor) -> dict[str, float]:
+    r"""Shape, colour, class and attribute accuracy of `images` ($(n, 3, H, W)$ in
+    $[-1, 1]$) against their `shapes` class labels, and the fraction `valid`."""
+    from annogen.data import COLOUR_NAMES, SHAPES
+    if len(images) != len(labels):
+        raise ValueError(f"{len(images)} images but {len(labels)} labels")
+    right = {"shape": 0, "colour": 0, "class": 0, "valid": 0}
+    for image, c in zip(images, labels.tolist()):
+        found = _read_shapes(image)
+        right["valid"] += 1 <= len(found) <= 2
+        if not found:
+            continue
+        shape_ok = found[0]["shape"] == SHAPES[c // len(COLOUR_NAMES)]
+        colour_ok = found[0]["colour"] == COLOUR_NAMES[c % len(COLOUR_NAMES)]
+        right["shape"] += shape_ok
+        right["colour"] += colour_ok
+        right["class"] += shape_ok and colour_ok
+    n = len(images)
+    out = {f"{k}_accuracy" if k != "valid" else k: v / n for k, v in right.items()}
+    out["attribute_accuracy"] = (out["shape_accuracy"] + out["colour_accuracy"]) / 2
+    return out
+
+
 # ## The Fréchet distance between two Gaussians
 #
 # FID summarises each set of images by the mean $\mu$ and covariance $\Sigma$ of their

@@ -133,6 +133,28 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+# Two argument types the samplers of several chapters share: `--top-k` (keep the $k$
+# most likely tokens) and `--top-p` (nucleus sampling: keep the smallest set of tokens
+# whose probabilities sum to $p$). Either can be switched off with `none`; a value out
+# of range is a one-line error naming the flag.
+def top_k_arg(text: str) -> int | None:
+    if text.lower() in ("none", "off", "0"):
+        return None
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer or 'none', not {text}")
+    return value
+
+
+def top_p_arg(text: str) -> float | None:
+    if text.lower() in ("none", "off"):
+        return None
+    value = float(text)
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1] or 'none', not {text}")
+    return value
+
+
 # Torch's CPU thread count, set for a block and restored after it. Chapters' `--threads`
 # and the benchmarks use it: on a 2-core machine shared with other work, one thread is
 # often faster than two that fight other processes for the cores.
@@ -433,6 +455,23 @@ class Experiment:
 
     def load_extra_state(self, state: dict) -> None:
         pass
+
+
+# ## A wall-clock budget
+#
+# The loop trains for a number of steps. To compare settings fairly on a busy machine
+# we sometimes want "as many steps as fit in 3 minutes" instead. An experiment that
+# derives from `Budgeted` calls `self.stop_if_out_of_time(step, loop)` at the start of
+# every step; once its `deadline` has passed, the step in progress becomes the last one
+# by lowering the run's step count to it. The loop then ends exactly as a run of that
+# many steps would: checkpoint, samples, curves. (`cfg.steps` afterwards says how many
+# steps were done.) The benchmarks of the VQGAN, VAR and DiT chapters use it.
+class Budgeted(Experiment):
+    deadline: float | None = None  # a time.monotonic() value, or None for no budget
+
+    def stop_if_out_of_time(self, step: int, loop: "Loop") -> None:
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            loop.cfg.steps = step
 
 
 # ## An average of the weights (EMA)

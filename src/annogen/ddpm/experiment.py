@@ -261,12 +261,12 @@ def sample_images(model, diffusion: Diffusion, n: int, sampler: str = "ddim", st
 # reading order, see [[data.py#the-dataset]]). So, as in the VQGAN chapter, we sample
 # with labels cycling through the 21 classes and let the analytic checker read each
 # sample back: the **attribute accuracy** is the mean of the accuracies of the first
-# shape's kind and colour ([[../vqgan/experiment.py#score_labels|VQGAN's `score_labels`]], reused
+# shape's kind and colour ([[metrics.py#score_labels|`score_labels`]], reused
 # here so that the two chapters' numbers mean the same), with chance at about 0.24. It
 # comes with `class_accuracy` (both right) and `valid`, the fraction of samples in which
 # the checker finds one or two clean shapes at all.
 def score_labels(images: Tensor, labels: Tensor) -> dict:
-    from annogen.vqgan.experiment import score_labels as vqgan_score_labels
+    from annogen.metrics import score_labels as vqgan_score_labels
     return vqgan_score_labels(images, labels)
 
 

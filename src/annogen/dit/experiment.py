@@ -39,7 +39,8 @@ from annogen.flow.flow import cfg_velocity, flow_matching_loss, sample as flow_s
 from annogen.metrics import toy_fid
 from annogen.train import (TrainConfig, load_checkpoint, save_image_grid, seed_everything,
                            torch_threads, train)
-from annogen.vqgan.experiment import Budgeted, score_labels
+from annogen.metrics import score_labels
+from annogen.train import Budgeted
 
 from .model import DiT, DiTBlock, DiTConfig, count_parameters
 
@@ -166,7 +167,7 @@ def load_dit(run_dir: str | Path, device: str | torch.device = "cpu") -> DiT:
 #
 # - the **attribute accuracy**: the checker ([[data.py#read_shapes]]) reads the first
 #   shape of each sample; its shape and colour are compared with the label, and the two
-#   accuracies averaged (the VQGAN chapter's [[vqgan/experiment.py#score_labels]]);
+#   accuracies averaged (the toolkit's [[metrics.py#score_labels]]);
 # - the **toy FID** against `n` real images ([[metrics.py#toy-fid]]), when a feature
 #   net is given;
 # - **seconds per image** of sampling, guidance included (two network evaluations per

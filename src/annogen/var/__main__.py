@@ -30,7 +30,8 @@ import torch
 
 from annogen.data import add_data_args, dataset_from_args, make_dataset
 from annogen.train import add_train_args, config_from_args, train
-from annogen.vqgan.__main__ import Parser, top_k_arg, top_p_arg
+from annogen.train import ArgumentParser as Parser
+from annogen.train import top_k_arg, top_p_arg
 
 from .experiment import (DEFAULTS, VAEExperiment, VARExperiment, encode_dataset, evaluate_var,
                          evaluate_vae, load_vae)

@@ -35,7 +35,9 @@ from torch.utils.data import Dataset
 from annogen.data import Shapes, make_dataset
 from annogen.metrics import codebook_perplexity, codebook_usage, psnr, toy_fid
 from annogen.train import TrainConfig, load_checkpoint, save_image_grid, torch_threads, train
-from annogen.vqgan.experiment import Budgeted, VQGANExperiment, score_labels
+from annogen.metrics import score_labels
+from annogen.train import Budgeted
+from annogen.vqgan.experiment import VQGANExperiment
 
 from .model import VAR, VARConfig, build_var
 from .vae import VAE, VAEConfig, build_vae

@@ -43,7 +43,7 @@ import torch
 
 from annogen.data import make_dataset, read_shapes
 from annogen.train import save_image_grid
-from annogen.vqgan.experiment import score_labels
+from annogen.metrics import score_labels
 
 from .experiment import VARExperiment, load_experiment
 from .model import sample_tokens

@@ -28,7 +28,6 @@ The training flags `--steps`, `--lr` and `--batch-size` set stage 1; `--gpt-step
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from dataclasses import replace
@@ -38,7 +37,8 @@ import torch
 
 from annogen.data import add_data_args, dataset_from_args, make_dataset
 from annogen.metrics import toy_fid
-from annogen.train import add_train_args, config_from_args, save_image_grid, train
+from annogen.train import ArgumentParser as Parser
+from annogen.train import add_train_args, config_from_args, save_image_grid, top_k_arg, top_p_arg, train
 
 from .experiment import (DEFAULTS, TransformerExperiment, VQGANExperiment, encode_dataset,
                          evaluate_transformer, evaluate_vqgan, interleave_rows, load_gpt,
@@ -46,26 +46,6 @@ from .experiment import (DEFAULTS, TransformerExperiment, VQGANExperiment, encod
 from .losses import NLayerDiscriminator
 from .model import build_vqgan
 from .transformer import build_gpt
-from annogen.train import ArgumentParser as Parser
-
-
-# A parser whose errors are one line (and exit status 2), not the usage block.
-def top_k_arg(text: str) -> int | None:
-    if text.lower() in ("none", "off", "0"):
-        return None
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer or 'none', not {text}")
-    return value
-
-
-def top_p_arg(text: str) -> float | None:
-    if text.lower() in ("none", "off"):
-        return None
-    value = float(text)
-    if not 0.0 < value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1] or 'none', not {text}")
-    return value
 
 
 def make_parser() -> Parser:

@@ -38,9 +38,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from annogen.data import Shapes, make_dataset, read_shapes
-from annogen.metrics import codebook_perplexity, codebook_usage, psnr, toy_fid
-from annogen.train import (Experiment, TrainConfig, load_checkpoint, save_image_grid,
+from annogen.data import Shapes, make_dataset
+from annogen.metrics import codebook_perplexity, codebook_usage, psnr, score_labels, toy_fid
+from annogen.train import (Budgeted, Experiment, TrainConfig, load_checkpoint, save_image_grid,
                            seed_everything, torch_threads, train)
 
 from .losses import LPIPS, VQGANLoss
@@ -66,18 +66,9 @@ DEFAULTS = {
 
 # ## A wall-clock budget
 #
-# The course's loop trains for a number of steps. To compare settings fairly on a busy
-# machine we sometimes want "as many steps as fit in 3 minutes" instead. Both
-# experiments below check a `deadline` at the start of every step; once it has passed,
-# the step in progress becomes the last one by lowering the run's step count to it.
-# The loop then ends exactly as a run of that many steps would: checkpoint, samples,
-# curves. (`cfg.steps` afterwards says how many steps were done.)
-class Budgeted(Experiment):
-    deadline: float | None = None  # a time.monotonic() value, or None for no budget
-
-    def stop_if_out_of_time(self, step: int, loop) -> None:
-        if self.deadline is not None and time.monotonic() >= self.deadline:
-            loop.cfg.steps = step
+# Both experiments below are [[train.py#Budgeted]] experiments: they check a deadline at
+# the start of every step, so that [[#benchmark]] can train "as many steps as fit in 3
+# minutes" and still end like a normal run (checkpoint, samples, curves).
 
 
 # ## Stage 1: the VQGAN
@@ -454,46 +445,16 @@ def evaluate_vqgan(model: VQGAN, dataset, n: int = 512, batch_size: int = 128,
 
 # ## Judging the samples
 #
-# A class label of `shapes` says only two things: the **shape** and the **colour** of
-# the *first* shape, first in the order top left, top right, bottom left, bottom right,
-# centre ([[data.py#the-dataset]]). It says nothing about the size, the position or
-# whether a second shape follows. So that is what we score, and nothing more. The
-# checker reads each sample back; its first shape, in the same order, is compared
-# with the label:
-#
-# $$\mathrm{acc}_a = \frac{1}{n} \sum_{i=1}^{n} \mathbf{1}\left[\text{the first shape found in sample } i \text{ has } a = a(c_i)\right], \qquad a \in \{\text{shape}, \text{colour}\}.$$
-#
-# A sample in which the checker finds nothing is wrong on both. The **attribute
-# accuracy** is the mean of the two, $(\mathrm{acc}_{shape} + \mathrm{acc}_{colour}) / 2$;
-# **class accuracy** asks for both at once. Chance is $1/3$ for the shape and $1/7$ for
-# the colour, so an unconditional model that draws plausible shapes would score about
-# $0.24$ and $0.05$. We also report `valid`, the fraction of samples in which the checker
-# finds one or two shapes (the only counts the data has); a sample with stray blobs
-# can still have the right first shape, and `valid` tells how often that happens.
+# A class label of `shapes` names the shape and the colour of the first shape in a
+# picture, and nothing else; [[metrics.py#score_labels]] reads each sample back with the
+# data's checker and scores exactly those two (chance: $1/3$ for the shape, $1/7$ for the
+# colour), their mean, the **attribute accuracy**, and both at once, the **class
+# accuracy**.
 #
 # Samples cycle through the classes, so every class is asked for equally often.
 # With a feature net, we add the **toy FID** of the samples against as many real images
 # ([[metrics.py#toy-fid]]); compare it with the FID between two real draws of the same
 # size, which we report as `toy_fid_floor`.
-def score_labels(images: torch.Tensor, labels: torch.Tensor) -> dict:
-    from annogen.data import COLOUR_NAMES, SHAPES
-    right = {"shape": 0, "colour": 0, "class": 0, "valid": 0}
-    for image, c in zip(images, labels.tolist()):
-        found = read_shapes(image)
-        right["valid"] += 1 <= len(found) <= 2
-        if not found:
-            continue
-        shape_ok = found[0]["shape"] == SHAPES[c // len(COLOUR_NAMES)]
-        colour_ok = found[0]["colour"] == COLOUR_NAMES[c % len(COLOUR_NAMES)]
-        right["shape"] += shape_ok
-        right["colour"] += colour_ok
-        right["class"] += shape_ok and colour_ok
-    n = len(images)
-    out = {f"{k}_accuracy" if k != "valid" else k: v / n for k, v in right.items()}
-    out["attribute_accuracy"] = (out["shape_accuracy"] + out["colour_accuracy"]) / 2
-    return out
-
-
 @torch.no_grad()
 def evaluate_transformer(exp: TransformerExperiment, n: int = 1050, real=None, net=None,
                          batch_size: int = 350, seed: int = 0) -> dict:
