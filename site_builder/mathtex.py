@@ -127,6 +127,26 @@ class InlineDisplayMathExtension(Extension):
             InlineDisplayMath(r"(?<!\\)\$\$((?:\\.|[^\\$])+?)\$\$", md), "inline-display-math", 189.95)
 
 
+# === Dunder names are never emphasis ===
+#
+# Markdown reads `__main__.py` as bold "main" followed by ".py", and `__init__` the
+# same way. In prose about Python a word wrapped in double underscores is a name, so we
+# take it out of Markdown's hands, like a formula, before the emphasis rules run.
+
+class DunderName(InlineProcessor):
+    def handleMatch(self, m, data):
+        return AtomicString(m.group(0)), m.start(0), m.end(0)
+
+
+class DunderNameExtension(Extension):
+    def extendMarkdown(self, md):
+        # Below code spans, escapes and math (so `__x__` in backticks stays code), above
+        # the emphasis rules (60 and 50).
+        md.inlinePatterns.register(
+            DunderName(r"(?<![\w*])__[A-Za-z0-9][A-Za-z0-9_]*?__(?![A-Za-z0-9_*])", md),
+            "dunder-name", 70)
+
+
 def make_markdown() -> markdown.Markdown:
     """One Markdown converter, reused (with `reset()`) for every section of a build;
     building a new one per section is what makes stock Pycco slow."""
@@ -134,6 +154,7 @@ def make_markdown() -> markdown.Markdown:
         extensions=[
             "pymdownx.arithmatex",
             InlineDisplayMathExtension(),
+            DunderNameExtension(),
             "markdown.extensions.fenced_code",
             "markdown.extensions.codehilite",
             "markdown.extensions.footnotes",

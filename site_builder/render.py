@@ -59,9 +59,42 @@ def front_matter(section: Section) -> dict[str, str]:
     return meta
 
 
+# Search shows snippets as plain text, so TeX source would show as it is written
+# (`$$\operatorname{Attn}(Q, K, V)...`). Display formulas are left out; a short inline
+# formula becomes readable text: Greek letters as letters, `\operatorname{Attn}` as
+# Attn, other commands and braces dropped.
+GREEK = {name: chr(code) for name, code in [
+    ("alpha", 945), ("beta", 946), ("gamma", 947), ("delta", 948), ("epsilon", 949),
+    ("varepsilon", 949), ("zeta", 950), ("eta", 951), ("theta", 952), ("iota", 953),
+    ("kappa", 954), ("lambda", 955), ("mu", 956), ("nu", 957), ("xi", 958), ("pi", 960),
+    ("rho", 961), ("sigma", 963), ("tau", 964), ("phi", 966), ("varphi", 966),
+    ("chi", 967), ("psi", 968), ("omega", 969), ("Gamma", 915), ("Delta", 916),
+    ("Theta", 920), ("Lambda", 923), ("Sigma", 931), ("Phi", 934), ("Psi", 936),
+    ("Omega", 937), ("nabla", 8711), ("sum", 8721), ("infty", 8734), ("cdot", 183),
+    ("times", 215), ("approx", 8776), ("leq", 8804), ("geq", 8805), ("in", 8712),
+    ("sim", 8764), ("odot", 8857), ("varnothing", 8709), ("to", 8594), ("leftarrow", 8592)]}
+DISPLAY_MATH = re.compile(r"\$\$.*?\$\$|\\\[.*?\\\]|\\begin\{([a-zA-Z]+\*?)\}.*?\\end\{\1\}", re.S)
+INLINE_MATH = re.compile(r"(?<!\\)\$((?:\\.|[^\\$])+?)\$|\\\((.+?)\\\)", re.S)
+
+
+def tex_to_text(tex: str) -> str:
+    tex = re.sub(r"\\(?:operatorname|mathrm|text|mathbf|mathcal|boldsymbol|hat|tilde|bar)\s*"
+                 r"\{([^{}]*)\}", r"\1", tex)
+    tex = re.sub(r"\\([A-Za-z]+)", lambda m: GREEK.get(m.group(1), " "), tex)
+    tex = re.sub(r"\\.|[{}]", "", tex)
+    return re.sub(r"\s+", " ", tex).strip()
+
+
+def without_tex(text: str) -> str:
+    text = DISPLAY_MATH.sub(" ", text)
+    text = INLINE_MATH.sub(lambda m: tex_to_text(m.group(1) or m.group(2)), text)
+    return text.replace("\\$", "$")
+
+
 def plain_text(docs: str) -> str:
     """Markdown reduced to words, for the search index."""
     text = re.sub(r"```.*?```", " ", docs, flags=re.S)
+    text = without_tex(text)
     text = re.sub(r"\[\[([^\]|]+\|)?([^\]]+)\]\]", r"\2", text)
     text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", text)
     text = re.sub(r"[#*_`>|]", " ", text)
@@ -97,14 +130,16 @@ def prepare(page: Page, warnings: Warnings, missing_images_are_errors: bool = Tr
     has_math = any(p.search(mask_code(s.docs)) for s in sections for p in COMPLETE_MATH)
     prepared = Prepared(page, text, hashlib.sha256(text.encode()).hexdigest(), sections,
                         anchors, title, meta.get("summary", ""), has_math)
-    prepared.target = Target(page.src, page.rel_src, page.out, anchors.all)
+    prepared.target = Target(page.src, page.rel_src, page.out, anchors.all, anchors.labels,
+                             re.sub(r"[`*_]", "", title))
     prepared.assets = [a for s in sections for a in local_images(
         s, page, None if missing_images_are_errors else warnings)]
     for s, anchor, heads in zip(sections, anchors.section_ids, anchors.heading_ids):
         words = plain_text(s.docs)
         if words:
             heading = heading_texts(s.docs)[0] if heads else title
-            prepared.search.append({"a": anchor, "h": re.sub(r"[`*_$\\]", "", heading), "t": words})
+            prepared.search.append({"a": anchor, "h": re.sub(r"[`*_$\\]", "", without_tex(heading)),
+                                    "t": words})
     return prepared
 
 

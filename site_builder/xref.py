@@ -54,8 +54,10 @@ def pycco_headings_to_markdown(docs: str) -> str:
 
 
 def heading_texts(docs: str) -> list[str]:
-    """The ATX headings of a docs block, in order, skipping code."""
-    return [m.group(2) for ln in mask_code(docs).split("\n") if (m := ATX.match(ln))]
+    """The ATX headings of a docs block, in order, skipping code blocks. The text is
+    taken from the original line, so a code span inside a heading keeps its words."""
+    return [m.group(2) for ln, orig in zip(mask_code(docs).split("\n"), docs.split("\n"))
+            if ATX.match(ln) and (m := ATX.match(orig))]
 
 
 @dataclass
@@ -65,6 +67,9 @@ class PageAnchors:
     heading_ids: list[list[str]] = field(default_factory=list)  # per section, per heading
     definition_ids: list[list[str]] = field(default_factory=list)  # per section
     all: set[str] = field(default_factory=set)
+    # What a reference without its own label shows: a heading's text, or a class or
+    # function name in code font, rather than the raw `file.py#anchor`.
+    labels: dict[str, str] = field(default_factory=dict)
 
     def unique(self, name: str) -> str:
         base, n = name, 2
@@ -100,12 +105,21 @@ def page_anchors(sections: list[Section], code: str | None) -> PageAnchors:
         anchors.all.add(f"section-{s.index}")
     defs = definitions(code) if code is not None else []
     for s in sections:
-        ids = [anchors.unique(slugify(h)) for h in heading_texts(s.docs)]
+        texts = heading_texts(s.docs)
+        ids = [anchors.unique(slugify(h)) for h in texts]
         anchors.heading_ids.append(ids)
         last = s.code_start + len(s.code_lines) - 1
         here = [anchors.unique(name) for name, line in defs if s.code_start <= line <= last]
         anchors.definition_ids.append(here)
         anchors.section_ids.append((ids or here or [f"section-{s.index}"])[0])
+        for i, text in zip(ids, texts):
+            text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", text)  # a link inside a label
+            anchors.labels[i] = re.sub(r"[ \t]+#+$", "", text).strip()
+        for i, (name, line) in zip(here, [d for d in defs if s.code_start <= d[1] <= last]):
+            anchors.labels[i] = f"`{name}`"
+        first = (texts[:1] and anchors.labels[ids[0]]) or (here[:1] and anchors.labels[here[0]])
+        if first:
+            anchors.labels[f"section-{s.index}"] = first
     return anchors
 
 
@@ -117,6 +131,8 @@ class Target:
     rel_src: str  # its path from the project root, posix
     out: str  # the page's path in the site, posix
     anchors: set[str]
+    labels: dict[str, str] = field(default_factory=dict)  # anchor -> readable label
+    title: str = ""  # the page's title, the label of a reference to the whole page
 
 
 class Resolver:
@@ -154,7 +170,12 @@ class Resolver:
             href = "" if anchor else posixpath.basename(page.out)
         if anchor:
             href += "#" + anchor
-        return href, (label.strip() or target.strip())
+        if label.strip():
+            return href, label.strip()
+        # No label given: a readable one (the heading, the definition's name, the page's
+        # title); the raw target only when there is nothing better.
+        readable = page.labels.get(anchor) if anchor else page.title
+        return href, readable or target.strip()
 
     def replace(self, docs: str, here: Target, path: str, first_line: int,
                 hrefs: list[str] | None = None) -> str:
@@ -164,8 +185,8 @@ class Resolver:
         for m in XREF.finditer(masked):
             line = first_line + masked.count("\n", 0, m.start())
             href, label = self.link(docs[m.start(1): m.end(1)], here, path, line)
-            if hrefs is not None:
-                hrefs.append(href)
+            if hrefs is not None:  # the label too: a renamed heading changes this page
+                hrefs.append(f"{href} {label}")
             out.append(docs[pos: m.start()])
             out.append(f"[{label}]({href})")
             pos = m.end()

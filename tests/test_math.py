@@ -157,3 +157,24 @@ def test_inline_formula_never_pairs_across_a_blank_line(text, line):
 
 def test_multiline_inline_formula_in_one_paragraph_passes_the_check():
     check_math("Update $a +\n b$ and $c$.\n\nNext $d\n+ e$ paragraph.", "m.py", 1)
+
+
+# === Dunder names ===
+
+def test_dunder_names_are_never_emphasis():
+    out = render("Run `python -m x`, i.e. __main__.py; __init__ and __call__() too.")
+    assert "<strong>" not in out and "<em>" not in out
+    assert "__main__.py" in out and "__init__" in out and "__call__()" in out
+    assert "<strong>real bold</strong>" in render("__real bold__ stays bold")
+    assert formulas(render("$a__b__$")) == ["a__b__"]
+
+
+# === Search text without TeX ===
+
+def test_search_text_has_no_tex_source():
+    from site_builder.render import plain_text
+    text = plain_text("The loss $\\beta_t \\operatorname{Attn}(Q)$ is\n\n"
+                      "$$\n\\operatorname{Attn}(Q, K, V) = \\frac{QK^T}{\\sqrt{d}}\n$$\n\n"
+                      "and \\$5, and $$x^2$$ inline.")
+    assert "$" not in text.replace("$5", "") and "\\" not in text, text
+    assert "β" in text and "Attn(Q)" in text and "frac" not in text and "$5" in text

@@ -108,3 +108,27 @@ def test_slugify_matches_pyccos_section_names():
     assert slugify("Highlighting the source code") == "highlighting-the-source-code"
     assert slugify("The loss $\\beta$ term") == "the-loss-term"
     assert slugify("`VectorQuantizer.forward`") == "vectorquantizer.forward"
+
+
+def test_reference_without_label_shows_a_readable_one(project, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert run([tmp_path / "pkg", tmp_path / "other", "--out", out, "-q"], capsys)[0] == 0
+    model, train = page(out, "pkg/model.html"), page(out, "pkg/train.html")
+    # A heading's text, a definition's name (in code font), the page title.
+    assert '<a href="train.html#the-loop">The loop</a>' in model
+    assert '<a href="#helper"><code>helper</code></a>' in model
+    assert '<a href="model.html#Net.forward"><code>Net.forward</code></a>' in train
+    assert '<a href="model.html">The model</a>' in train
+    assert not re.search(r">[^<]*\.py#[^<]*</a>", model + train)
+
+
+def test_relabelled_heading_re_renders_the_page_that_links_to_it(project, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert run([tmp_path / "pkg", tmp_path / "other", "--out", out, "-q"], capsys)[0] == 0
+    # Same anchor (`the-loop`), new text: only train.py changed, yet model.py's link
+    # label must follow.
+    train = (tmp_path / "pkg" / "train.py").read_text().replace("## The loop", "## The `loop`")
+    (tmp_path / "pkg" / "train.py").write_text(train)
+    code, io = run([tmp_path / "pkg", tmp_path / "other", "--out", out, "-q"], capsys)
+    assert code == 0, io.err
+    assert '<a href="train.html#the-loop">The <code>loop</code></a>' in page(out, "pkg/model.html")
