@@ -7,11 +7,11 @@ import math
 import pytest
 import torch
 
-from annogen.flow import (cfg_velocity, dpm_solver_sample, euler_sample, flow_matching_loss,
-                          interpolate, logit_normal_sigma, predict_eps, predict_x0,
-                          shift_sigma, sigma_schedule, velocity_target)
+from annogen.flow import (cfg_velocity, dpm_solver_sample, euler_sample, flow_match_sigmas,
+                          flow_matching_loss, interpolate, logit_normal_sigma, predict_eps,
+                          predict_x0, sample, shift_sigma, sigma_schedule, velocity_target)
 from annogen.flow.flow import dpm_first_order_step, flow_lambda
-from annogen.flow.toy import Mixture, eight_gaussians, sampler_errors
+from annogen.flow.toy import Mixture, bending, eight_gaussians, sampler_errors
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -225,21 +225,86 @@ def test_mixture_velocity_is_the_posterior_average_of_component_velocities():
 def test_samplers_on_the_mixture_converge_to_the_exact_flow():
     rows = sampler_errors(eight_gaussians(), steps=(4, 32), n=300)
     by = {(r["sampler"], r["steps"]): r for r in rows}
-    for name in ("euler", "dpm"):
+    for name in ("euler", "euler_diffusers", "dpm"):
         assert by[(name, 32)]["error_in_s"] < by[(name, 4)]["error_in_s"]
         assert by[(name, 32)]["on_a_mode"] > 0.95
     assert by[("dpm", 32)]["error_in_s"] < by[("euler", 32)]["error_in_s"]
+    # at 4 steps the diffusers grid's last step (0.001 -> 0) is nearly wasted
+    assert by[("euler_diffusers", 4)]["error_in_s"] > by[("euler", 4)]["error_in_s"]
 
 
-def test_command_line_prints_the_table_and_draws_the_figure(tmp_path, capsys):
+# diffusers' FlowMatchEulerDiscreteScheduler, written out step by step in NumPy as its
+# __init__ and set_timesteps do it (training table, its ends, linspace, shift again, 0).
+def diffusers_sigmas(steps, shift, T=1000):
+    np = pytest.importorskip("numpy")
+    table = np.linspace(1, T, T)[::-1] / T
+    table = shift * table / (1 + (shift - 1) * table)
+    sigma_max, sigma_min = table[0], table[-1]
+    sig = np.linspace(sigma_max * T, sigma_min * T, steps) / T
+    sig = shift * sig / (1 + (shift - 1) * sig)
+    return list(sig) + [0.0]
+
+
+@pytest.mark.parametrize("steps,shift", [(1, 1.0), (4, 1.0), (4, 3.0), (28, 3.0)])
+def test_flow_match_grid_is_the_diffusers_euler_schedulers(steps, shift):
+    got = flow_match_sigmas(steps, shift)
+    assert got.tolist() == pytest.approx(diffusers_sigmas(steps, shift), abs=1e-12)
+    assert got[0] == 1.0 and got[-1] == 0.0 and len(got) == steps + 1
+
+
+def test_sample_by_name_uses_the_grid_asked_for():
+    v = lambda x, s: x * 0 + 1.0  # constant velocity: Euler lands at x - (sigma_0 - 0)
+    x = torch.zeros(3, 2, dtype=torch.float64)
+    assert torch.allclose(sample(v, x, 4, "euler"), x - 0.999)                 # uniform: from 0.999
+    assert torch.allclose(sample(v, x, 4, "euler", grid="diffusers"), x - 1.0)  # diffusers: from 1
+    # the DPM-Solver on a grid that starts at sigma = 1 stays finite (first steps first order)
+    out = sample(gaussian_v, gaussian_start(200), 8, "dpm", grid="diffusers")
+    assert torch.isfinite(out).all() and abs(out.mean().item() - MU) < 0.1
+    with pytest.raises(ValueError, match="grid"):
+        sample(v, x, 4, "euler", grid="karras")
+
+
+def test_bending_is_zero_for_straight_paths_and_the_exact_angle_for_a_gaussian():
+    # a point mass (s = 0): every path is the straight line from z to mu
+    point = Mixture(torch.tensor([[1.0, 0.5]], dtype=torch.float64),
+                    torch.tensor([0.0], dtype=torch.float64), torch.ones(1, dtype=torch.float64))
+    assert bending(point, n=50, fine=400)["total_degrees"] < 1e-3
+    # one Gaussian: the velocity is -mu + g'(sigma) z, g' rises from -s to 1, so the
+    # direction turns monotonically from (-s z - mu) at sigma = 0 to (z - mu) at sigma = 1
+    mu, s, n = torch.tensor([2.0, 0.0], dtype=torch.float64), 0.3, 200
+    one = Mixture(mu[None], torch.tensor([s], dtype=torch.float64), torch.ones(1, dtype=torch.float64))
+    z = torch.randn(n, 2, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    a, b = z - mu, -s * z - mu
+    angle = torch.arccos((a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1)))
+    got = bending(one, n=n, seed=5, fine=2000)
+    assert got["total_degrees"] == pytest.approx(math.degrees(angle.mean().item()), rel=1e-2)
+    assert sum(got["share"]) == pytest.approx(1.0)
+
+
+def test_command_line_writes_the_run_folder_and_copies_the_figure(tmp_path, capsys):
+    import json
     from annogen.flow.__main__ import main
-    assert main(["--steps", "2,4", "--samples", "50", "--figure", str(tmp_path / "f.png")]) == 0
+    assert main(["--steps", "2,4", "--samples", "50", "--out", str(tmp_path / "runs"),
+                 "--run", "r", "--figure", str(tmp_path / "f.png")]) == 0
     out = capsys.readouterr().out
-    assert "| euler | 2 |" in out and "| dpm | 4 |" in out
-    assert (tmp_path / "f.png").stat().st_size > 10_000
+    assert "| euler | uniform | 2 |" in out and "| dpm | uniform | 4 |" in out
+    assert "| euler_diffusers | diffusers | 4 |" in out
+    run = tmp_path / "runs" / "flow" / "r"
+    assert (run / "flow.png").stat().st_size > 10_000
+    assert (tmp_path / "f.png").read_bytes() == (run / "flow.png").read_bytes()
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert len(metrics["samplers"]) == 6 and metrics["settings"]["samples"] == 50
+    assert sum(metrics["bending"]["share"]) == pytest.approx(1.0)
 
 
-@pytest.mark.parametrize("argv", [["--steps", "0,4"], ["--shift", "-1"], ["--bogus"]])
+def test_command_line_help_documents_every_flag():
+    from annogen.flow.__main__ import make_parser
+    for action in make_parser()._actions:
+        assert action.help and len(action.help.split()) >= 3, action.option_strings
+
+
+@pytest.mark.parametrize("argv", [["--steps", "0,4"], ["--shift", "-1"], ["--bogus"],
+                                  ["--samples", "0"]])
 def test_command_line_bad_flag_is_one_line_and_exit_status_2(argv, capsys):
     from annogen.flow.__main__ import main
     with pytest.raises(SystemExit) as e:

@@ -11,20 +11,22 @@ reading order:
 
 * [[flow.py]]: the path $x_\sigma = (1 - \sigma) x_0 + \sigma\epsilon$, the velocity
   target, logit-normal $\sigma$ and the timestep shift; the Euler sampler and Sana's
-  Flow-DPM-Solver; classifier-free guidance; the training loss.
+  Flow-DPM-Solver; the two sampling grids; classifier-free guidance; the training loss.
 * [[toy.py]]: the exact velocity of a 2-D mixture of Gaussians, and what each sampler
   does with it.
-* [[__main__.py]]: `python -m annogen.flow`, the figure and the table of sampler errors.
+* [[__main__.py]]: `python -m annogen.flow`, the figure and the tables, into
+  `runs/flow/<run>/`.
 
 The names below are what the rest of the course imports from `annogen.flow`.
 """
 
-from .flow import (cfg_velocity, dpm_solver_sample, euler_sample, flow_lambda,
-                   flow_matching_loss, interpolate, logit_normal_sigma, predict_eps,
-                   predict_x0, sample, shift_sigma, sigma_schedule, velocity_target)
+from annogen.flow.flow import (GRIDS, cfg_velocity, dpm_solver_sample, euler_sample,
+                               flow_lambda, flow_match_sigmas, flow_matching_loss, interpolate,
+                               logit_normal_sigma, predict_eps, predict_x0, sample, shift_sigma,
+                               sigma_schedule, velocity_target)
 
 __all__ = [
     "interpolate", "velocity_target", "predict_x0", "predict_eps", "logit_normal_sigma",
-    "shift_sigma", "sigma_schedule", "euler_sample", "dpm_solver_sample", "flow_lambda",
-    "sample", "cfg_velocity", "flow_matching_loss",
+    "shift_sigma", "sigma_schedule", "flow_match_sigmas", "GRIDS", "euler_sample",
+    "dpm_solver_sample", "flow_lambda", "sample", "cfg_velocity", "flow_matching_loss",
 ]

@@ -8,8 +8,9 @@ summary: Rectified flow in a page - the straight path from data to noise, the ve
 
 A diffusion model learns to undo a path that leads from an image to pure noise. DDPM's
 path (the DDPM chapter) is a curve, $x_t = \sqrt{\bar\alpha_t}\, x_0 + \sqrt{1 - \bar\alpha_t}\,\epsilon$;
-*flow matching* with the *rectified flow* path (Lipman et al., 2023, *Flow Matching for
-Generative Modeling*; Liu et al., 2023, *Flow Straight and Fast*) takes the straight line
+*flow matching* with the *rectified flow* path
+([Lipman et al. (2023)](https://arxiv.org/abs/2210.02747);
+[Liu et al. (2023)](https://arxiv.org/abs/2209.03003)) takes the straight line
 
 $$x_\sigma = (1 - \sigma)\, x_0 + \sigma\, \epsilon, \qquad \sigma \in [0, 1],\ \epsilon \sim \mathcal{N}(0, I),$$
 
@@ -20,10 +21,15 @@ FLUX and Sana are trained this way; the DiT chapter ([[dit/model.py]])
 trains a DiT with it on the course's shapes.
 
 This page has the whole method and nothing else: the path and its target, how training
-picks $\sigma$, and two samplers: Euler, and Sana's Flow-DPM-Solver, which Sana reports
-converges in 14 to 20 steps where Euler needs 28 to 50. All functions work on any tensor shape;
-the 2-D demonstration in [[toy.py]] runs them on a mixture of Gaussians whose exact
-velocity is known, so we can see each sampler's error without training anything.
+picks $\sigma$, two time grids, and two samplers: Euler, and Sana's Flow-DPM-Solver,
+which Sana reports converges in 14 to 20 steps where Euler needs 28 to 50. All
+functions work on any tensor shape; the 2-D demonstration in [[toy.py]] runs them on a
+mixture of Gaussians whose exact velocity is known, so we can see each sampler's error
+without training anything.
+
+Run it: `python src/annogen/flow/flow.py` (or `python -m annogen.flow.flow`) carries
+Gaussian noise onto a 1-D Gaussian with its exact velocity and prints both grids and
+both samplers' errors, in a second.
 """
 
 from __future__ import annotations
@@ -50,7 +56,7 @@ Velocity = Callable[[Tensor, Tensor], Tensor]
 # $\mathbb{E}\, \lVert v_\theta(x_\sigma, \sigma) - (\epsilon - x_0) \rVert^2$ makes it
 # predict their *average*, $v^*(x, \sigma) = \mathbb{E}[\epsilon - x_0 \mid x_\sigma = x]$,
 # and the ODE with that averaged velocity carries the noise distribution exactly onto the
-# data distribution (Lipman et al., Theorem 1). The straight line is what "rectified"
+# data distribution ([Lipman et al. (2023)](https://arxiv.org/abs/2210.02747), Theorem 1). The straight line is what "rectified"
 # refers to: if the averaged paths were straight too, one Euler step would do.
 def interpolate(x_0: Tensor, eps: Tensor, sigma: Tensor) -> Tensor:
     r"""$x_\sigma = (1 - \sigma) x_0 + \sigma \epsilon$, with `sigma` of shape (N,) or a number."""
@@ -91,8 +97,8 @@ def _per_sample(sigma, x: Tensor) -> Tensor:
 # Every $\sigma$ matters for sampling, but not equally for training. Near $\sigma = 0$
 # the target $\epsilon - x_0$ is easy (the image is visible, the noise is small and
 # readable); near $\sigma = 1$ it is easy too (the best guess is $x_\sigma$ minus the
-# mean image). The hard, informative part is in the middle. Stable Diffusion 3 (Esser et
-# al., 2024) compared many choices and kept the **logit-normal** distribution: draw
+# mean image). The hard, informative part is in the middle. Stable Diffusion 3
+# ([Esser et al. (2024)](https://arxiv.org/abs/2403.03206)) compared many choices and kept the **logit-normal** distribution: draw
 # $u \sim \mathcal{N}(m, s^2)$ and squash it,
 #
 # $$\sigma = \frac{1}{1 + e^{-u}},$$
@@ -132,9 +138,13 @@ def shift_sigma(sigma, s: float):
 
 # ## The sampling schedule
 #
-# Sampling visits $\sigma_0 > \sigma_1 > \dots > \sigma_N = 0$. We follow Sana's
-# `time_uniform_flow` schedule: $N + 1$ evenly spaced values from $1 - t_0$ down to $0$,
-# then shifted,
+# Sampling visits $\sigma_0 > \sigma_1 > \dots > \sigma_N = 0$, one network evaluation
+# at each of the first $N$. Two grids are in use, and they differ enough to matter at
+# few steps (the toy's table, [[toy.py#how-far-each-sampler-lands-from-the-exact-solution]]).
+#
+# **The uniform grid** (`grid="uniform"`, the default of every function here) is Sana's
+# `time_uniform_flow` schedule for its DPM-Solver: $N + 1$ evenly spaced values from
+# $1 - t_0$ down to $0$, then shifted,
 #
 # $$\sigma_i = \mathrm{shift}\Big((1 - t_0)\big(1 - \tfrac{i}{N}\big),\ s\Big), \qquad i = 0, \dots, N.$$
 #
@@ -142,12 +152,37 @@ def shift_sigma(sigma, s: float):
 # signal-to-noise ratio $\lambda = \log\frac{1 - \sigma}{\sigma}$ that DPM-Solver steps
 # in is finite, which its second-order steps need (see below). With $t_0 = 0$ the
 # schedule starts at exactly $\sigma = 1$. A shift $s > 1$ spends more of the steps at
-# high noise, where the composition of the image is decided.
+# high noise.
 def sigma_schedule(steps: int, shift: float = 1.0, t_0: float = 1e-3) -> Tensor:
     if steps < 1:
         raise ValueError(f"steps must be at least 1, not {steps}")
     sigma = torch.linspace(1.0 - t_0, 0.0, steps + 1, dtype=torch.float64)
     return shift_sigma(sigma, shift)
+
+
+# **The flow-matching Euler grid** (`grid="diffusers"`) is the one of diffusers'
+# `FlowMatchEulerDiscreteScheduler`, which Sana's and SD3's Euler samplers use. The
+# scheduler's training table is $\mathrm{shift}(j/1000, s)$ for $j = 1000, \dots, 1$;
+# sampling takes $N$ values evenly spaced from its largest entry, $1$, to its smallest,
+# $\sigma_{min} = \mathrm{shift}(1/1000, s)$, shifts them **again**, and appends $0$:
+#
+# $$\sigma_i = \mathrm{shift}\Big(1 - \tfrac{i}{N - 1}\,(1 - \sigma_{min}),\ s\Big), \quad i = 0, \dots, N - 1, \qquad \sigma_N = 0.$$
+#
+# It starts at exactly $\sigma = 1$, and its last evaluation is at a *small* $\sigma$
+# ($0.001$ for $s = 1$, about $s^2/1000$ otherwise, the second shift acting on the
+# already shifted end) rather than at $\sigma_{N-1} = 1/N$: the last of the $N$ steps
+# is nearly free of effect, so $N$ steps on this grid do about the work of $N - 1$ on
+# the uniform one, and the step sizes are spread over $[\sigma_{min}, 1]$ instead.
+# The double shift of the end point is what the diffusers code does; we copy it.
+def flow_match_sigmas(steps: int, shift: float = 1.0, num_train_timesteps: int = 1000) -> Tensor:
+    if steps < 1:
+        raise ValueError(f"steps must be at least 1, not {steps}")
+    sigma_min = shift_sigma(1.0 / num_train_timesteps, shift)
+    sigma = shift_sigma(torch.linspace(1.0, sigma_min, steps, dtype=torch.float64), shift)
+    return torch.cat([sigma, sigma.new_zeros(1)])
+
+
+GRIDS = {"uniform": sigma_schedule, "diffusers": flow_match_sigmas}
 
 
 # ## The Euler sampler
@@ -158,8 +193,9 @@ def sigma_schedule(steps: int, shift: float = 1.0, t_0: float = 1e-3) -> Tensor:
 # $$x_{\sigma_{i+1}} = x_{\sigma_i} + (\sigma_{i+1} - \sigma_i)\, v(x_{\sigma_i}, \sigma_i).$$
 #
 # One network evaluation per step. It is exact when the paths are straight; the more they
-# bend (and the averaged paths do bend, most near $\sigma = 1$ and wherever the data has
-# several modes) the more steps it needs.
+# bend the more steps it needs. The averaged paths do bend wherever the data has several
+# modes; on the toy of [[toy.py#where-the-paths-bend]] most of the bending happens
+# between $\sigma = 0.8$ and $0.6$, early in sampling.
 @torch.no_grad()
 def euler_sample(velocity: Velocity, x_T: Tensor, sigmas: Tensor,
                  trajectory: list | None = None) -> Tensor:
@@ -176,10 +212,10 @@ def euler_sample(velocity: Velocity, x_T: Tensor, sigmas: Tensor,
 
 # ## Flow-DPM-Solver
 #
-# DPM-Solver (Lu et al., 2022) solves the diffusion ODE of any path
+# DPM-Solver ([Lu et al. (2022)](https://arxiv.org/abs/2206.00927)) solves the diffusion ODE of any path
 # $x_t = \alpha_t x_0 + \sigma_t \epsilon$ in the variable
 # $\lambda = \log(\alpha_t / \sigma_t)$, half the log signal-to-noise ratio. Written
-# with the data prediction $\hat x_0$ ("DPM-Solver++", Lu et al., 2022b), the ODE has an
+# with the data prediction $\hat x_0$ ("DPM-Solver++", [Lu et al. (2022b)](https://arxiv.org/abs/2211.01095)), the ODE has an
 # exact solution in which only an integral of $\hat x_0$ is unknown:
 #
 # $$x_t = \frac{\sigma_t}{\sigma_s}\, x_s + \sigma_t \int_{\lambda_s}^{\lambda_t} e^{\lambda}\, \hat x_0(x_\lambda)\, \mathrm{d}\lambda.$$
@@ -275,10 +311,16 @@ def dpm_solver_sample(velocity: Velocity, x_T: Tensor, sigmas: Tensor, order: in
     return x
 
 
-# A sampler by name: `"euler"` or `"dpm"`, as the command lines and benchmarks call them.
+# A sampler by name: `"euler"` or `"dpm"`, as the command lines and benchmarks call them,
+# on the `"uniform"` grid unless `grid="diffusers"` asks for the flow-matching Euler grid
+# above. Sana pairs Euler with the diffusers grid and its DPM-Solver with the uniform
+# one. (On the diffusers grid, which starts at $\sigma = 1$, DPM-Solver's first two steps
+# are first order: $h_0 = \infty$ gives $D_1 = 0$.)
 def sample(velocity: Velocity, x_T: Tensor, steps: int, sampler: str = "dpm",
-           shift: float = 1.0) -> Tensor:
-    sigmas = sigma_schedule(steps, shift)
+           shift: float = 1.0, grid: str = "uniform") -> Tensor:
+    if grid not in GRIDS:
+        raise ValueError(f"unknown grid {grid!r}: use 'uniform' or 'diffusers'")
+    sigmas = GRIDS[grid](steps, shift)
     if sampler == "euler":
         return euler_sample(velocity, x_T, sigmas)
     if sampler == "dpm":
@@ -290,7 +332,7 @@ def sample(velocity: Velocity, x_T: Tensor, steps: int, sampler: str = "dpm",
 #
 # A class-conditional model trained with the label dropped now and then (replaced by a
 # "null" label) predicts both the conditional velocity $v(x, \sigma, y)$ and the
-# unconditional one $v(x, \sigma, \varnothing)$. Guidance (Ho & Salimans, 2022)
+# unconditional one $v(x, \sigma, \varnothing)$. Guidance ([Ho and Salimans (2022)](https://arxiv.org/abs/2207.12598))
 # extrapolates from the second towards the first:
 #
 # $$\tilde v = v(x, \sigma, \varnothing) + w \left(v(x, \sigma, y) - v(x, \sigma, \varnothing)\right).$$
@@ -332,3 +374,30 @@ def flow_matching_loss(model: Callable, x_0: Tensor, y: Tensor | None = None,
     v = model(x_sigma, sigma * time_scale, y)
     return (v - velocity_target(x_0, eps)).pow(2).mean()
 
+
+# ## Demo
+#
+# `python src/annogen/flow/flow.py`: data $\mathcal{N}(\mu, s^2)$ in one dimension, whose
+# optimal velocity is known in closed form ([[toy.py#one-gaussian]]); every noise sample
+# $z$ should land on $\mu + s z$. The checked property: Euler with 1000 steps gets there.
+if __name__ == "__main__":
+    mu, s = 2.0, 0.5
+
+    def v_star(x: Tensor, sigma: Tensor) -> Tensor:
+        sigma = sigma.reshape(-1, *([1] * (x.dim() - 1)))
+        a = 1 - sigma
+        return (sigma - a * s ** 2) / (a ** 2 * s ** 2 + sigma ** 2) * (x - a * mu) - mu
+
+    z = torch.randn(4096, 1, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    target = mu + s * z
+    print("uniform grid,   4 steps:", [round(v, 4) for v in sigma_schedule(4).tolist()])
+    print("diffusers grid, 4 steps:", [round(v, 4) for v in flow_match_sigmas(4).tolist()])
+    print(f"noise {tuple(z.shape)} -> data N({mu}, {s}^2); mean |x - (mu + s z)|:")
+    for steps in (4, 16):
+        for sampler in ("euler", "dpm"):
+            for grid in ("uniform", "diffusers"):
+                err = (sample(v_star, z, steps, sampler, grid=grid) - target).abs().mean()
+                print(f"  {sampler:5s} {grid:9s} {steps:2d} steps: {err.item():.5f}")
+    err = (sample(v_star, z, 1000, "euler") - target).abs().max().item()
+    assert err < 5e-3, err
+    print(f"check: Euler with 1000 steps lands every sample within {err:.1e} of mu + s z")
