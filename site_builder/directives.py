@@ -95,7 +95,7 @@ def apply_directives(sections: list[Section], path: str, comments: dict[int, str
         s.marks = [active or ""] * len(s.code_lines)
 
         for i, line in enumerate(s.code_lines):
-            lineno = s.code_start + i
+            lineno = s.linenos[i]
             comment = comments.get(lineno) if comments is not None else line
             if not comment or not ANY_LINE_MARKER.search(comment):
                 continue

@@ -59,7 +59,7 @@ def highlight_sections(sections: list[Section], lexer) -> list[str]:
         rows = []
         for i, mark in enumerate(s.marks):
             html = next(lines)
-            attrs = f' data-line="{s.code_start + i}"'
+            attrs = f' data-line="{s.linenos[i]}"'
             if mark:
                 attrs += f' data-mark="{MARK_SYMBOL[mark]}" title="{MARK_LABEL[mark]}"'
             rows.append(f'<span class="line{" " + mark if mark else ""}"{attrs}>{html}</span>')

@@ -59,6 +59,13 @@ class Section:
     docs_from_docstring: bool = False
     marks: list[str] = field(default_factory=list)
     index: int = 0
+    # The file's line number of each code line. Usually consecutive from `code_start`,
+    # but a function's `def` line sits above its docstring: see `keep_headers_with_docstrings`.
+    linenos: list[int] = field(default_factory=list)
+
+    def __post_init__(self):
+        if not self.linenos:
+            self.linenos = list(range(self.code_start, self.code_start + len(self.code_lines)))
 
     @property
     def code(self) -> str:
@@ -177,6 +184,19 @@ def dedent_docstring(body: str) -> list[str]:
 MATH_HINT = re.compile(r"\$|\\[A-Za-z]+")
 
 
+def definition_headers(code: str, path: str) -> dict[int, int]:
+    """Docstring start line -> first line of the `class`/`def` (or its first decorator)
+    whose docstring it is."""
+    headers = {}
+    for node in statements(python_ast(code, path)):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.body:
+            first = node.body[0]
+            if (isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant)
+                    and isinstance(first.value.value, str) and first.lineno > node.lineno):
+                headers[first.lineno] = min([node.lineno] + [d.lineno for d in node.decorator_list])
+    return headers
+
+
 def docstrings_to_comments(code: str, path: str, warnings: Warnings | None = None
                            ) -> tuple[str, set[int]]:
     """Rewrite every docstring as `#` comments, line for line.
@@ -222,10 +242,12 @@ def parse(code: str, path: str, warnings: Warnings | None = None) -> list[Sectio
     lines = code.split("\n")
     if lines and lines[0].startswith("#!"):
         lines[0] = ""
+    headers: dict[int, int] = {}
     if language is PYTHON:
         for i, ln in enumerate(lines[:2]):
             if re.search(r"coding[:=]\s*([-\w.]+)", ln) and ln.lstrip().startswith("#"):
                 lines[i] = ""
+        headers = definition_headers("\n".join(lines), path)
         code, doc_lines = docstrings_to_comments("\n".join(lines), path, warnings)
     else:
         code = "\n".join(lines)
@@ -257,6 +279,7 @@ def parse(code: str, path: str, warnings: Warnings | None = None) -> list[Sectio
         raise BuildError(path, None, f"internal: line count mismatch ({line - 1} != "
                          f"{len(code.split(chr(10)))})")
 
+    keep_headers_with_docstrings(sections, headers)
     # Pycco emits sections with neither prose nor code (a run of blank lines between two
     # comment blocks); they only add empty rows to the page.
     sections = [s for s in sections if not s.is_empty()]
@@ -264,3 +287,33 @@ def parse(code: str, path: str, warnings: Warnings | None = None) -> list[Sectio
         s.index = i
         s.marks = [""] * len(s.code_lines)
     return sections
+
+
+# === A definition and its docstring, side by side ===
+#
+# Pycco cuts before a `def` line, and the docstring that follows it is prose, so the
+# signature would end up alone (or at the bottom of the previous section) while its
+# docstring starts the next one, with the body far below. We move the header lines
+# (decorators, the `def`/`class` line, a signature over several lines) into the
+# docstring's section, ahead of the body: signature and body beside the prose that
+# explains them. The line numbers shown stay those of the file.
+
+def keep_headers_with_docstrings(sections: list[Section], headers: dict[int, int]) -> None:
+    for k, s in enumerate(sections):
+        first = headers.get(s.docs_line) if s.docs_from_docstring else None
+        if first is None:
+            continue
+        moved: list[tuple[int, str]] = []
+        for prev in sections[:k]:
+            keep = [(n, ln) for n, ln in zip(prev.linenos, prev.code_lines)
+                    if not first <= n < s.docs_line]
+            moved += [(n, ln) for n, ln in zip(prev.linenos, prev.code_lines)
+                      if first <= n < s.docs_line]
+            prev.linenos = [n for n, _ in keep]
+            prev.code_lines = [ln for _, ln in keep]
+            if prev.linenos:
+                prev.code_start = prev.linenos[0]
+        if moved:
+            s.linenos = [n for n, _ in moved] + s.linenos
+            s.code_lines = [ln for _, ln in moved] + s.code_lines
+            s.code_start = s.linenos[0]

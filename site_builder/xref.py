@@ -108,14 +108,15 @@ def page_anchors(sections: list[Section], code: str | None) -> PageAnchors:
         texts = heading_texts(s.docs)
         ids = [anchors.unique(slugify(h)) for h in texts]
         anchors.heading_ids.append(ids)
-        last = s.code_start + len(s.code_lines) - 1
-        here = [anchors.unique(name) for name, line in defs if s.code_start <= line <= last]
+        shown = set(s.linenos)
+        mine = [(name, line) for name, line in defs if line in shown]
+        here = [anchors.unique(name) for name, _ in mine]
         anchors.definition_ids.append(here)
         anchors.section_ids.append((ids or here or [f"section-{s.index}"])[0])
         for i, text in zip(ids, texts):
             text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", text)  # a link inside a label
             anchors.labels[i] = re.sub(r"[ \t]+#+$", "", text).strip()
-        for i, (name, line) in zip(here, [d for d in defs if s.code_start <= d[1] <= last]):
+        for i, (name, line) in zip(here, mine):
             anchors.labels[i] = f"`{name}`"
         first = (texts[:1] and anchors.labels[ids[0]]) or (here[:1] and anchors.labels[here[0]])
         if first:

@@ -52,8 +52,7 @@ def check_line_promise(code: str, name: str) -> None:
     lines = text.split("\n")
     seen = set()
     for s in sections:
-        for k, shown in enumerate(s.code_lines):
-            n = s.code_start + k
+        for n, shown in zip(s.linenos, s.code_lines):
             assert lines[n - 1] == shown, (name, n, shown)
             assert n not in seen
             seen.add(n)

@@ -121,7 +121,7 @@ def test_math_inside_raw_docstring_renders_exactly(tmp_path):
     f.write_text('def f():\n    r"""The rows\n    $$\n    \\begin{aligned} a &= \\frac{1}{2} \\\\ '
                  'b &= \\beta \\end{aligned}\n    $$\n    """\n')
     prep = prepare(Page(f, "d.html", "code", "d.py"), Warnings())
-    out = render(prep.sections[1].docs)
+    out = render(prep.sections[0].docs)
     assert formulas(out) == [r"\begin{aligned} a &= \frac{1}{2} \\ b &= \beta \end{aligned}"]
 
 

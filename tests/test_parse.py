@@ -19,10 +19,27 @@ def sections_of(code: str, path="x.py", warnings=None):
 def test_docstring_closed_on_its_first_line_is_prose_and_code_follows():
     code = 'def f():\n    """Return one."""\n    return 1\n'
     secs = sections_of(code)
-    assert [s.docs.strip() for s in secs] == ["", "Return one."]
-    assert secs[0].code_lines == ["def f():"]
-    assert secs[1].code_lines == ["    return 1"]
-    assert secs[1].code_start == 3
+    assert [s.docs.strip() for s in secs] == ["Return one."]
+    assert secs[0].code_lines == ["def f():", "    return 1"]
+    assert secs[0].linenos == [1, 3]
+
+
+def test_def_line_sits_with_its_docstring_and_body():
+    code = ('r"""Module."""\n\n# A helper.\n@decorator\ndef f(a,\n      b):\n'
+            '    r"""Add $a$ and $b$."""\n    return a + b\n\n\nclass A:\n    """A class."""\n'
+            '    x = 1\n\n    def g(self):\n        """G."""\n        return 2\n')
+    lines = code.split("\n")
+    secs = sections_of(code)
+    by_docs = {s.docs.strip(): s for s in secs}
+    f = by_docs["Add $a$ and $b$."]
+    assert f.code_lines == ["@decorator", "def f(a,", "      b):", "    return a + b"]
+    assert by_docs["A class."].code_lines == ["class A:", "    x = 1"]
+    assert by_docs["G."].code_lines == ["    def g(self):", "        return 2"]
+    # No section ends with a dangling header, and every line number is the file's.
+    for s in secs:
+        assert not (s.code_lines and re.match(r"\s*(def|class|@)", s.code_lines[-1]))
+        for n, shown in zip(s.linenos, s.code_lines):
+            assert lines[n - 1] == shown
 
 
 def test_triple_quoted_strings_in_code_stay_code():
@@ -47,7 +64,7 @@ def f():
     pass
 '''
     secs = sections_of(code)
-    docs = secs[1].docs
+    docs = secs[0].docs
     assert "- outer\n    - inner\n\nExample:\n\n    indented code" in docs
     md = make_markdown()
     html = md.convert(docs)
@@ -66,7 +83,7 @@ def test_line_numbers_match_the_original_file(rel):
     assert secs, rel
     for s in secs:
         for i, line in enumerate(s.code_lines):
-            assert original[s.code_start + i - 1] == line, (rel, s.code_start + i)
+            assert original[s.linenos[i] - 1] == line, (rel, s.linenos[i])
         # The first docs line comes from the line we say it does.
         first = s.docs.split("\n")[0].strip()
         if first:
