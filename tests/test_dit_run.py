@@ -26,7 +26,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 # 16 px shapes, a DiT of width 32 and 2 blocks with patch 4 (16 tokens)
 SMALL = ["--data-size", "64", "--image-size", "16", "--batch-size", "16", "--log-every", "1",
          "--ckpt-every", "3", "--sample-every", "100", "--width", "32", "--depth", "2",
-         "--patch-size", "4", "--sampling-steps", "3", "--eval-samples", "0", "--lr", "3e-3"]
+         "--patch-size", "4", "--sampling-steps", "3", "--eval-samples", "0", "--lr", "3e-3",
+         "--space", "pixel"]
 
 
 def records(path):
@@ -138,3 +139,32 @@ def test_bad_flag_is_one_line_and_exit_status_2(argv, capsys):
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("python -m annogen.dit: error:")
+
+
+def test_latent_space_cli_trains_the_autoencoder_first_then_the_dit_on_its_latents(tmp_path, capsys):
+    from annogen.ldm.experiment import load_autoencoder
+    args = ["--data-size", "32", "--image-size", "16", "--batch-size", "16", "--log-every", "1",
+            "--ae-steps", "2", "--steps", "3", "--width", "32", "--depth", "1",
+            "--sampling-steps", "2", "--eval-samples", "4", "--sample-every", "100",
+            "--out", str(tmp_path)]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "training it first" in out and "attribute_accuracy" in out
+    ae = load_autoencoder(tmp_path / "ldm" / "default")
+    assert ae.scaling_factor != 1.0  # measured after training and stored
+    dit = load_dit(tmp_path / "dit" / "default")
+    # the DiT is sized to the 4x4x4 latent (f = 4 on 16 px), patch 1: 16 tokens
+    assert (dit.config.in_channels, dit.config.input_size, dit.config.patch_size) == (4, 4, 1)
+    ckpt = load_checkpoint(tmp_path / "dit" / "default" / "checkpoint.pt")
+    assert ckpt["extra"]["latent"]["scaling_factor"] == pytest.approx(ae.scaling_factor)
+    # a second run reuses the autoencoder instead of training it again
+    before = (tmp_path / "ldm" / "default" / "checkpoint.pt").stat().st_mtime_ns
+    assert main(args + ["--run", "again"]) == 0
+    assert "training it first" not in capsys.readouterr().out
+    assert (tmp_path / "ldm" / "default" / "checkpoint.pt").stat().st_mtime_ns == before
+    # samples come back as pixels, decoded by the autoencoder
+    from annogen.dit.__main__ import load_run_autoencoder
+    exp = DiTExperiment(sampling_steps=2, autoencoder=load_run_autoencoder(tmp_path / "dit" / "again"))
+    exp.modules = {"dit": load_dit(tmp_path / "dit" / "again")}
+    x = exp.sample(3)
+    assert x.shape == (3, 3, 16, 16) and x.min() >= -1 and x.max() <= 1

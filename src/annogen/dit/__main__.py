@@ -73,6 +73,16 @@ def make_parser() -> Parser:
                    help="samples to score after training (0: none)")
     g.add_argument("--fid", action="store_true",
                    help="also compute the toy FID (trains the feature net once, ~1 min)")
+    s = p.add_argument_group("latent space")
+    s.add_argument("--space", choices=("latent", "pixel"), default="latent",
+                   help="latent: denoise the scaled latents of the ldm chapter's KL "
+                        "autoencoder, as the paper (default); pixel: denoise pixels")
+    s.add_argument("--ae-run", metavar="DIR", default=None,
+                   help="run folder of the KL autoencoder (default: OUT/ldm/default; "
+                        "trained there first when it has no checkpoint)")
+    s.add_argument("--ae-steps", type=positive_int, default=None,
+                   help="steps for the autoencoder when it must be trained first "
+                        "(default: the ldm chapter's)")
     return p
 
 
@@ -100,7 +110,7 @@ def describe_paper(name: str) -> str:
     ])
 
 
-def experiment_from_args(args) -> DiTExperiment:
+def experiment_from_args(args, autoencoder=None) -> DiTExperiment:
     overrides = {}
     for flag, field in (("width", "hidden_size"), ("depth", "depth"), ("patch_size", "patch_size")):
         if getattr(args, flag) is not None:
@@ -109,7 +119,39 @@ def experiment_from_args(args) -> DiTExperiment:
         overrides["num_heads"] = max(1, args.width // 32)
     return DiTExperiment(preset=args.preset, shift=args.shift, sampler=args.sampler,
                          sampling_steps=args.sampling_steps, cfg_scale=args.cfg_scale,
+                         autoencoder=autoencoder,
+                         ae_run=str(ae_run_dir(args)) if autoencoder is not None else None,
                          **overrides)
+
+
+# ## Latents, as in the paper
+#
+# By default the DiT denoises latents: the frozen KL autoencoder of the ldm chapter
+# ([[ldm/experiment.py]]) is loaded from its run folder, or trained there first (with
+# that chapter's defaults) when the folder has no checkpoint yet; every training image
+# is encoded once into a scaled latent ([[ldm/experiment.py#latents-for-a-diffusion-model]]),
+# and the DiT trains on those. `--space pixel` trains on the pixels instead.
+def ae_run_dir(args) -> Path:
+    return Path(args.ae_run) if args.ae_run else Path(args.out) / "ldm" / "default"
+
+
+def autoencoder_from_args(args):
+    from annogen.ldm.experiment import load_autoencoder
+    run_dir = ae_run_dir(args)
+    if not (run_dir / "checkpoint.pt").exists():
+        from annogen.ldm.__main__ import build_parser as ldm_parser, run as ldm_run
+        argv = ["--out", str(run_dir.parent.parent), "--run", run_dir.name, "--data", args.data,
+                "--data-seed", str(args.data_seed), "--seed", str(args.seed),
+                "--device", args.device, "--eval-samples", "0"]
+        for flag, value in (("--image-size", args.image_size), ("--data-size", args.data_size),
+                            ("--steps", args.ae_steps)):
+            if value is not None:
+                argv += [flag, str(value)]
+        ae_args = ldm_parser().parse_args(argv)
+        print(f"dit: no KL autoencoder at {run_dir}; training it first "
+              f"(python -m annogen.ldm {' '.join(argv)})")
+        ldm_run(ae_args, dataset_from_args(ae_args))
+    return load_autoencoder(run_dir)
 
 
 def print_scores(rows: list[dict]) -> None:
@@ -122,9 +164,18 @@ def print_scores(rows: list[dict]) -> None:
 # ## Train, then score
 def run(args, dataset) -> None:
     cfg = config_from_args(args)
-    exp = experiment_from_args(args)
     start = time.perf_counter()
-    run_dir = train(exp, dataset, cfg)
+    autoencoder, train_data = None, dataset
+    if args.space == "latent":
+        from annogen.ldm.experiment import encode_latents
+        autoencoder = autoencoder_from_args(args)
+        train_data = encode_latents(autoencoder, dataset, seed=args.data_seed)
+        print(f"dit: {len(train_data)} latents of {train_data.channels}x{train_data.size}x"
+              f"{train_data.size} (scaling factor {autoencoder.scaling_factor:.4f}) in "
+              f"{time.perf_counter() - start:.0f} s")
+    exp = experiment_from_args(args, autoencoder)
+    start = time.perf_counter()
+    run_dir = train(exp, train_data, cfg)
     print(f"trained {cfg.steps} steps in {time.perf_counter() - start:.0f} s "
           f"({count_parameters(exp.model):,} parameters): {run_dir}")
     if args.eval_samples <= 0:
@@ -141,6 +192,17 @@ def run(args, dataset) -> None:
     print_scores(rows)
 
 
+# The autoencoder a finished run was trained on, from the run's checkpoint (`None` for a
+# pixel-space run).
+def load_run_autoencoder(run_dir: Path):
+    from annogen.train import load_checkpoint
+    latent = load_checkpoint(run_dir / "checkpoint.pt").get("extra", {}).get("latent")
+    if not latent:
+        return None
+    from annogen.ldm.experiment import load_autoencoder
+    return load_autoencoder(latent["ae_run"])
+
+
 # ## The README figures
 #
 # From a finished run: `samples.png`, 63 class-conditional samples (one row per colour,
@@ -153,7 +215,7 @@ def enlarge(images: torch.Tensor, factor: int = 3) -> torch.Tensor:
 
 def write_figures(args, out: Path) -> None:
     run_dir = Path(args.out) / "dit" / args.run
-    exp = experiment_from_args(args)
+    exp = experiment_from_args(args, load_run_autoencoder(run_dir))
     exp.modules = {"dit": load_dit(run_dir)}
     out.mkdir(parents=True, exist_ok=True)
     colours, shapes = 7, 3

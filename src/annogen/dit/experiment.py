@@ -73,6 +73,7 @@ DEFAULTS = {
     "train": {"steps": 1000, "batch_size": 32, "lr": 2e-3, "ema_decay": 0.99,
               "log_every": 10, "ckpt_every": 250, "sample_every": 500},
     "sampling": {"sampler": "dpm", "steps": 20, "cfg_scale": 2.0, "shift": 1.0},
+    "latent_model": {"patch_size": 1},
 }
 
 
@@ -90,10 +91,14 @@ class DiTExperiment(Budgeted):
     def __init__(self, preset: str = "tiny", shift: float = DEFAULTS["sampling"]["shift"],
                  sampler: str = DEFAULTS["sampling"]["sampler"],
                  sampling_steps: int = DEFAULTS["sampling"]["steps"],
-                 cfg_scale: float = DEFAULTS["sampling"]["cfg_scale"], **overrides):
+                 cfg_scale: float = DEFAULTS["sampling"]["cfg_scale"],
+                 autoencoder=None, ae_run: str | None = None, **overrides):
+        if autoencoder is not None and preset == "tiny":
+            overrides = {**DEFAULTS["latent_model"], **overrides}
         self.preset, self.overrides = preset, overrides
         self.shift, self.sampler = shift, sampler
         self.sampling_steps, self.cfg_scale = sampling_steps, cfg_scale
+        self.autoencoder, self.ae_run = autoencoder, ae_run
 
     def build_model(self, dataset) -> DiT:
         settings = {"in_channels": dataset.channels, "input_size": dataset.size,
@@ -146,10 +151,30 @@ class DiTExperiment(Budgeted):
                               sampler or self.sampler, self.shift)
         finally:
             model.train(was_training)
-        return x_0.clamp(-1, 1).cpu()
+        return self.to_pixels(x_0)
 
+    # ### From latents to pixels
+    #
+    # In pixel space the sample is the image. On latents it is $\lambda_z z$: divide by
+    # the scaling factor and decode with the frozen autoencoder
+    # ([[ldm/model.py#KLAutoencoder]]). Only pixels are clipped to $[-1, 1]$; latents
+    # have no range.
+    @torch.no_grad()
+    def to_pixels(self, x_0: Tensor) -> Tensor:
+        ae = self.autoencoder
+        if ae is None:
+            return x_0.clamp(-1, 1).cpu()
+        ae = ae.to(x_0.device)
+        return ae.decode(x_0 / ae.scaling_factor).clamp(-1, 1).cpu()
+
+    # The checkpoint names the autoencoder whose latents the DiT learned, and its
+    # scaling factor, so that a run folder can be sampled again later.
     def extra_state(self) -> dict:
-        return {"dit_config": asdict(self.model.config), "shift": self.shift}
+        state = {"dit_config": asdict(self.model.config), "shift": self.shift}
+        if self.autoencoder is not None:
+            state["latent"] = {"ae_run": self.ae_run,
+                               "scaling_factor": self.autoencoder.scaling_factor}
+        return state
 
 
 # A finished run's network, EMA weights preferred, rebuilt from its checkpoint alone.
