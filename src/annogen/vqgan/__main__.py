@@ -180,8 +180,10 @@ def run_stages(args, dataset) -> None:
     if args.fid:
         from annogen.metrics import load_feature_net
         net = load_feature_net(args.data, dataset.size)
-        fresh = make_dataset(args.data, dataset.size, n=max(args.eval_samples, 512), seed=1) \
-            if args.data in ("shapes", "digits") else dataset
+        # held-out draws: training uses --data-seed s, the real images s + 1, the floor
+        # s + 2 (a folder of images has no second draw: its scores are on training images)
+        fresh = make_dataset(args.data, dataset.size, n=max(args.eval_samples, 512),
+                             seed=args.data_seed + 1) if args.data in ("shapes", "digits") else dataset
         real = torch.stack([fresh[i]["image"] for i in range(len(fresh))])
     if args.stage in ("vqgan", "all"):
         exp = vqgan_experiment(args)
@@ -212,7 +214,7 @@ def run_stages(args, dataset) -> None:
             scores, _ = evaluate_transformer(exp2, n=args.eval_samples, real=real, net=net)
             if net is not None and args.data in ("shapes", "digits"):
                 # the same distance between two draws of real images: the floor
-                other = make_dataset(args.data, dataset.size, n=len(real), seed=2)
+                other = make_dataset(args.data, dataset.size, n=len(real), seed=args.data_seed + 2)
                 real2 = torch.stack([other[i]["image"] for i in range(len(other))])
                 scores["toy_fid_floor"] = toy_fid(real[:args.eval_samples],
                                                   real2[:args.eval_samples], net)
