@@ -150,13 +150,17 @@ class Upsample(nn.Module):
     def __init__(self, taps=(1, 2, 1)):
         super().__init__()
         self.register_buffer("kernel", 4 * lowpass_kernel(taps), persistent=False)
-        self.radius = len(taps) // 2
 
+    # The transposed convolution (official: `conv_transpose2d`, stride 2, padding 1)
+    # written as what it is: put the pixels on the even positions of a twice-as-large
+    # zero image, then filter it. On a CPU this depthwise `conv2d` is several times
+    # faster than `conv_transpose2d` on one channel at a time; the two agree (tested).
     def forward(self, x: Tensor) -> Tensor:
         B, C, H, W = x.shape
-        k = self.kernel.to(x.dtype)[None, None]
-        y = F.conv_transpose2d(x.reshape(B * C, 1, H, W), k, stride=2, padding=self.radius)
-        return y.view(B, C, 2 * H, 2 * W)
+        stuffed = x.new_zeros(B, C, 2 * H, 2 * W)
+        stuffed[:, :, ::2, ::2] = x
+        k = self.kernel.to(x.dtype)[None, None].expand(C, 1, -1, -1)
+        return F.conv2d(F.pad(stuffed, (2, 1, 2, 1)), k, groups=C)
 
 
 class Downsample(nn.Module):
@@ -166,10 +170,9 @@ class Downsample(nn.Module):
         self.radius = len(taps) // 2
 
     def forward(self, x: Tensor) -> Tensor:
-        B, C, H, W = x.shape
-        k = self.kernel.to(x.dtype)[None, None]
-        y = F.conv2d(x.reshape(B * C, 1, H, W), k, stride=2, padding=self.radius)
-        return y.view(B, C, H // 2, W // 2)
+        C = x.shape[1]
+        k = self.kernel.to(x.dtype)[None, None].expand(C, 1, -1, -1)
+        return F.conv2d(x, k, stride=2, padding=self.radius, groups=C)
 
 
 # Between stages the width may change: a $1 \times 1$ convolution does that, before
@@ -231,19 +234,21 @@ class DiscriminativeBasis(nn.Module):
 # **The CIFAR-10 preset** (official `train.py --preset CIFAR10`): 768 channels, 96
 # groups, 2 blocks per stage, expansion 2, $z \in \mathbb{R}^{64}$; class-conditional
 # with a 64-d class embedding in $G$ and a 768-d projection in $D$: G 20,781,952 and
-# D 21,280,512 parameters. **The tiny preset** has 64 channels, 8 groups and one block
-# per stage, for a CPU, and the 21 classes of the course's shapes.
+# D 21,280,512 parameters. **The tiny preset** halves the width at every doubling of
+# the resolution (128, 64, 32, 16 channels from $4^2$ to $32^2$, 16 channels per group,
+# one block per stage), so that every stage costs about the same; 21 classes, those of
+# the course's shapes.
 @dataclass(frozen=True)
 class R3GANConfig:
-    widths: tuple[int, ...] = (64, 64, 64, 64)
-    cardinalities: tuple[int, ...] = (8, 8, 8, 8)
+    widths: tuple[int, ...] = (128, 64, 32, 16)
+    cardinalities: tuple[int, ...] = (16, 8, 4, 2)
     blocks: tuple[int, ...] = (1, 1, 1, 1)
     expansion: int = 2
     kernel_size: int = 3
     z_dim: int = 64
     num_classes: int = 21  # 0: unconditional
     g_embed_dim: int = 64  # G's class embedding (official: = z_dim)
-    d_embed_dim: int = 64  # D's projection dimension (official: = widths[0])
+    d_embed_dim: int = 128  # D's projection dimension (official: = widths[0])
     channels: int = 3
     block: str = "resnext"  # "resnext" (R3GAN) or "plain" (the roadmap's config B)
     taps: tuple[int, ...] = (1, 2, 1)
@@ -405,5 +410,5 @@ if __name__ == "__main__":
     print(f"tiny: G(z {tuple(z.shape)}, y {tuple(y.shape)}) -> {tuple(x.shape)}; "
           f"D -> {tuple(D(x, y).shape)}")
     block = G.stages[1][1]
-    h = torch.randn(2, 64, 8, 8)
+    h = torch.randn(2, G.config.widths[1], 8, 8)
     print(f"residual block is the identity at init: {torch.equal(block(h), h)}")
