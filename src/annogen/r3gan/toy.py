@@ -76,6 +76,7 @@ class ToyConfig:
     z_dim: int = 8
     width: int = 128
     sigma: float = 0.05
+    spacing: float = 1.0
     seed: int = 0
     log_every: int = 10
 
@@ -100,7 +101,7 @@ class ToyResult:
 def train_toy(cfg: ToyConfig) -> ToyResult:
     gen = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
-    modes = grid_modes()
+    modes = grid_modes(spacing=cfg.spacing)
     G = mlp([cfg.z_dim, cfg.width, cfg.width, 2])
     D = mlp([2, cfg.width, cfg.width, 1])
     opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=cfg.betas)
