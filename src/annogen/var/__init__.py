@@ -21,11 +21,13 @@ In reading order:
 * [[__main__.py]]: `python -m annogen.var`.
 """
 
-from .model import (AdaLNBlock, VAR, VARConfig, block_causal_mask, build_var, count_parameters,
-                    sample_tokens)
-from .quant import MultiScaleQuantizer, Phi, default_patch_nums, phi_index
-from .vae import VAE, VAEConfig, build_vae
+from annogen.var.model import (AdaLNBlock, VAR, VARConfig, block_causal_mask, build_var,
+                               checkerboard, count_parameters, from_official_state_dict,
+                               reveal_half, sample_tokens)
+from annogen.var.quant import MultiScaleQuantizer, Phi, default_patch_nums, phi_index
+from annogen.var.vae import VAE, VAEConfig, build_vae
 
 __all__ = ["MultiScaleQuantizer", "Phi", "phi_index", "default_patch_nums", "VAE", "VAEConfig",
            "build_vae", "VAR", "VARConfig", "AdaLNBlock", "block_causal_mask", "build_var",
-           "count_parameters", "sample_tokens"]
+           "count_parameters", "sample_tokens", "checkerboard", "reveal_half",
+           "from_official_state_dict"]

@@ -33,10 +33,10 @@ from annogen.train import add_train_args, config_from_args, train
 from annogen.train import ArgumentParser as Parser
 from annogen.train import top_k_arg, top_p_arg
 
-from .experiment import (DEFAULTS, VAEExperiment, VARExperiment, encode_dataset, evaluate_var,
+from annogen.var.experiment import (DEFAULTS, VAEExperiment, VARExperiment, encode_dataset, evaluate_var,
                          evaluate_vae, load_vae)
-from .model import build_var, count_parameters
-from .vae import build_vae
+from annogen.var.model import build_var, count_parameters
+from annogen.var.vae import build_vae
 
 PAPER = ("d16", "d20", "d24", "d30")
 
@@ -61,11 +61,16 @@ def make_parser() -> Parser:
                         "counts are printed")
     p.add_argument("--figures", metavar="DIR",
                    help="write the README figures and run the experiments on OUT/var/RUN")
+    p.add_argument("--independence", metavar="DIR",
+                   help="neighbour statistics and one pass vs two on OUT/var/RUN (needs a "
+                        "--two-pass stage 2); writes DIR/independence.json")
+    p.add_argument("--laplacian", metavar="DIR",
+                   help="the tokenizer of OUT/var/RUN as a Laplacian pyramid: DIR/laplacian.png")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     add_data_args(p)
     add_train_args(p, device="cpu", **DEFAULTS["vae"])
     g = p.add_argument_group("stage 1: tokenizer")
-    g.add_argument("--num-codes", type=int, default=None, help="codebook size V (tiny: 256)")
+    g.add_argument("--num-codes", type=int, default=None, help="codebook size K (tiny: 256)")
     g.add_argument("--patch-nums", type=patch_nums_arg, default=None,
                    help="scale schedule, e.g. 1,2,3,4,6,8 (default: the latent's, see quant.py)")
     g.add_argument("--disc-start", type=int, default=DEFAULTS["model"]["disc_start"])
@@ -82,6 +87,9 @@ def make_parser() -> Parser:
     g.add_argument("--eval-samples", type=int, default=420,
                    help="samples to score after stage 2, and per measurement of --figures (0: none)")
     g.add_argument("--fid", action="store_true", help="also the toy FID (feature net ~1 min once)")
+    g.add_argument("--two-pass", action="store_true",
+                   help="train a transformer that can also sample each scale in two passes "
+                        "(model.py, the two-pass sampler); it goes to RUN/transformer-two-pass")
     return p
 
 
@@ -125,14 +133,16 @@ def run_stages(args, dataset) -> None:
                              f"{run_dir}; train stage 1 first (--stage vae)")
         vae = load_vae(run_dir)
         pyramids = encode_dataset(vae, dataset)
+        sub = "transformer-two-pass" if args.two_pass else "transformer"
         cfg2 = replace(cfg, steps=args.var_steps, lr=args.var_lr, batch_size=args.var_batch_size,
-                       run=f"{cfg.run}/transformer", grad_clip=DEFAULTS["var"]["grad_clip"],
+                       run=f"{cfg.run}/{sub}", grad_clip=DEFAULTS["var"]["grad_clip"],
                        ckpt_every=DEFAULTS["var"]["ckpt_every"],
                        sample_every=DEFAULTS["var"]["sample_every"])
-        exp2 = VARExperiment(vae, cfg=args.cfg, top_k=args.top_k, top_p=args.top_p)
+        exp2 = VARExperiment(vae, cfg=args.cfg, top_k=args.top_k, top_p=args.top_p,
+                             **({"two_pass": True} if args.two_pass else {}))
         start = time.perf_counter()
         train(exp2, pyramids, cfg2)
-        print(f"stage 2 done in {time.perf_counter() - start:.0f} s: {run_dir / 'transformer'}")
+        print(f"stage 2 done in {time.perf_counter() - start:.0f} s: {run_dir / sub}")
         if args.eval_samples > 0:
             real = net = None
             if args.fid:
@@ -159,8 +169,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.preset in PAPER:
         print(describe(args.preset))
         return 0
+    if args.laplacian:
+        from annogen.var.experiments import laplacian_figure
+        laplacian_figure(Path(args.out) / "var" / args.run, Path(args.laplacian))
+        return 0
+    if args.independence:
+        from annogen.var.experiments import write_independence
+        write_independence(Path(args.out) / "var" / args.run, Path(args.independence),
+                           seed=args.seed, fid=args.fid, n=args.eval_samples or 420)
+        return 0
     if args.figures:
-        from .experiments import write_figures
+        from annogen.var.experiments import write_figures
         write_figures(Path(args.out) / "var" / args.run, Path(args.figures), seed=args.seed,
                       fid=args.fid, n=args.eval_samples or 420)
         return 0

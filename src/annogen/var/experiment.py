@@ -39,8 +39,8 @@ from annogen.metrics import score_labels
 from annogen.train import Budgeted
 from annogen.vqgan.experiment import VQGANExperiment
 
-from .model import VAR, VARConfig, build_var
-from .vae import VAE, VAEConfig, build_vae
+from annogen.var.model import VAR, VARConfig, build_var, reveal_half
+from annogen.var.vae import VAE, VAEConfig, build_vae
 
 # ## The tiny defaults
 #
@@ -143,14 +143,22 @@ class VARExperiment(Budgeted):
 
     # One step: cross-entropy over the whole pyramid ([[model.py#the-loss]]). The
     # teacher-forcing inputs come from the frozen quantiser; the forward pass goes
-    # through `self.modules["var"]`, which is the DDP wrapper on several GPUs.
+    # through `self.modules["var"]`, which is the DDP wrapper on several GPUs. A
+    # `two_pass` model also gets half of some scales revealed, and the loss counts the
+    # tokens that were not ([[model.py#the-two-pass-sampler]]).
     def training_step(self, batch: dict, step: int, loop) -> dict:
         self.stop_if_out_of_time(step, loop)
         tokens = batch["tokens"]
+        reveal, counted = None, None
         with torch.no_grad():
             x_in = self.quant.teacher_inputs(self.quant.split_idxs(tokens))
-        logits = self.modules["var"](batch["label"], x_in)
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tokens.reshape(-1))
+            if self.var.config.two_pass:
+                codes, where, counted = reveal_half(self.quant, tokens)
+                reveal = (codes, where)
+        logits = self.modules["var"](batch["label"], x_in, reveal)
+        ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tokens.reshape(-1),
+                             reduction="none")
+        loss = ce.mean() if counted is None else ce[counted.reshape(-1)].mean()
         loop.backward_step(loss, "var")
         return {"loss": loss}
 
@@ -211,11 +219,13 @@ def load_var(run_dir: str | Path, device: str | torch.device = "cpu") -> VAR:
     return model.to(device).eval()
 
 
-def load_experiment(run_dir: str | Path, **sampling) -> VARExperiment:
-    r"""The trained pair of a run folder `runs/var/<run>`, ready to sample."""
+def load_experiment(run_dir: str | Path, transformer: str = "transformer",
+                    **sampling) -> VARExperiment:
+    r"""The trained pair of a run folder `runs/var/<run>`, ready to sample (`transformer`:
+    the stage-2 subfolder, `transformer-two-pass` for a `--two-pass` run)."""
     run_dir = Path(run_dir)
     exp = VARExperiment(load_vae(run_dir), **sampling)
-    exp.var = load_var(run_dir / "transformer")
+    exp.var = load_var(run_dir / transformer)
     exp.modules = {"var": exp.var}
     return exp
 

@@ -1,22 +1,24 @@
 r"""
 ---
 title: VAR, probing the within-scale independence
-summary: The course author's experiments, reproduced on a trained tiny VAR - the image after each scale, re-seeding the sampler from scale k, and freezing the first two scales before sampling the rest in four different ways.
+summary: The course author's experiments, reproduced on a trained tiny VAR - the image after each scale, re-seeding the sampler from scale k, freezing the first two scales - plus the Laplacian view of the tokenizer and a test that can see incoherence within a scale - neighbour statistics and a two-pass sampler.
 ---
 
 # VAR: what do the later scales do?
 
-Within a scale, VAR draws every token from its own softmax: the $p_k^2$ tokens of
+Within a scale, VAR draws every token from its own softmax: the $h_k w_k$ tokens of
 $r_k$ are **independent given the coarser scales**,
 
-$$p(r_k \mid r_{<k}, c) = \prod_{i=1}^{p_k^2} p(r_k^i \mid r_{<k}, c).$$
+$$p(r_k \mid r_{<k}, c) = \prod_{i=1}^{h_k w_k} p(r_k^i \mid r_{<k}, c).$$
 
 For a $1 \times 1$ map this is no assumption at all; for the $16 \times 16$ map, 256
 tokens that together must draw one coherent image, it is a strong one — two
 neighbouring tokens cannot agree on which of two plausible edges to draw. The paper
-does not justify it. The course author's reading: if the model still works, the
-coarse scales must already fix the content, and the later scales (and the decoder)
-only render it. Three experiments test that reading on our tiny model:
+does not justify it. Zhou Yifan's reading, in
+[his review of VAR](https://zhouyifan.net/2024/12/21/20241218-VAR/): if the model still
+works, the coarse scales must already fix the content, and the later scales (and the
+decoder) only render it. The author's three experiments test that reading on our tiny
+model:
 
 1. **The image after each scale** ([[#images_after_each_scale]]): decode
    $\hat f^{(k)}$, the sum of the first $k$ scales' contributions, for every $k$.
@@ -29,9 +31,18 @@ only render it. Three experiments test that reading on our tiny model:
    greedily. If uniform noise in the later scales barely hurts, the content lives in
    the first two.
 
-`write_figures(run_dir, out)` runs all three on a trained run
-(`python -m annogen.var --figures DIR`) and writes the pictures and the numbers the
-README discusses.
+None of the three can see incoherence *within* a scale directly; two more
+measurements can ([[#neighbour-statistics]], [[#two_pass_experiment]]): how often
+neighbouring tokens go together in samples compared with the encodings of real images,
+and whether a sampler that lets half of a scale see the other half
+([[model.py#the-two-pass-sampler]]) changes that, or the images.
+[[#laplacian_figure]] draws the tokenizer as the Laplacian pyramid it is.
+
+`write_figures(run_dir, out)` runs the author's three on a trained run
+(`python -m annogen.var --figures DIR`), `write_independence(run_dir, out)` the
+within-scale measurements (`--independence DIR`), and `laplacian_figure` the pyramid
+(`--laplacian DIR`, stage 1 only). Run it: `python src/annogen/var/experiments.py`
+prints these commands.
 """
 
 from __future__ import annotations
@@ -45,8 +56,8 @@ from annogen.data import make_dataset, read_shapes
 from annogen.train import save_image_grid
 from annogen.metrics import score_labels
 
-from .experiment import VARExperiment, load_experiment
-from .model import sample_tokens
+from annogen.var.experiment import VARExperiment, load_experiment, load_vae
+from annogen.var.model import sample_tokens
 
 
 def enlarge(images: torch.Tensor, factor: int = 2) -> torch.Tensor:
@@ -250,3 +261,232 @@ def print_results(results: dict) -> None:
     for r in results["guidance"]:
         print(f"| {r['cfg']} | {r['attribute_accuracy']:.3f} | {r['shape_accuracy']:.3f} | "
               f"{r['colour_accuracy']:.3f} | {r['valid']:.3f} | {r['toy_fid']:.2f} |")
+
+
+# ## The tokenizer as a Laplacian pyramid
+#
+# For a few real images: the decoded running sum $\hat f^{(k)}$ (pixels), and in
+# feature space the contribution $h_k$ of each scale alone next to the running sum
+# ([[quant.py#a-laplacian-pyramid-of-features]]). A feature map has $c = 32$ channels;
+# we show its first three principal components (computed on $f$ of that image) as red,
+# green and blue, each $h_k$ panel stretched to its own range (its RMS is written
+# above it, as a fraction of $f$'s). On the right, the energy of $f$ still missing after
+# each scale and the energy of each $h_k$, averaged over `n` images.
+@torch.no_grad()
+def laplacian_figure(run_dir: Path, out: Path, n: int = 256, shown: int = 2, seed: int = 1) -> dict:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    vae = load_vae(run_dir)
+    quant = vae.quantize
+    data = make_dataset("shapes", vae.config.resolution, n=n, seed=seed)
+    x = torch.stack([data[i]["image"] for i in range(n)])
+    f = vae.features(x)
+    pyr = quant.pyramid(f)
+    left = [((f - s).pow(2).sum((1, 2, 3)) / f.pow(2).sum((1, 2, 3))).mean().item()
+            for s in pyr["f_hat"]]
+    energy = [(h.pow(2).sum((1, 2, 3)) / f.pow(2).sum((1, 2, 3))).mean().item() for h in pyr["h"]]
+    M = quant.num_scales
+
+    def pca_rgb(maps: torch.Tensor, basis: torch.Tensor, stretch: bool) -> torch.Tensor:
+        y = torch.einsum("chw,cd->dhw", maps, basis)
+        if stretch:
+            y = y / y.abs().amax().clamp(min=1e-8)
+        return (0.5 + 0.5 * y.clamp(-1, 1)).permute(1, 2, 0).numpy()
+
+    fig = plt.figure(figsize=(2.0 * (M + 1) + 4.5, 2.1 * 3 * shown), layout="constrained")
+    grid = fig.add_gridspec(3 * shown, M + 2, width_ratios=[1] * (M + 1) + [2.6])
+    for j in range(shown):
+        fj = f[j]
+        flat = fj.flatten(1) - fj.flatten(1).mean(1, keepdim=True)
+        basis = torch.linalg.svd(flat, full_matrices=False).U[:, :3]
+        scale = torch.einsum("chw,cd->dhw", fj, basis).abs().amax()
+        rms_f = fj.pow(2).mean().sqrt()
+        rows = [("decoded", None), ("h_k alone", None), ("running sum", None)]
+        for r, (name, _) in enumerate(rows):
+            ax = fig.add_subplot(grid[3 * j + r, 0])
+            if r == 0:
+                ax.imshow((0.5 + 0.5 * x[j]).clamp(0, 1).permute(1, 2, 0).numpy())
+                ax.set_title("image", fontsize=9)
+            elif r == 1:
+                ax.axis("off")
+                ax.text(0.5, 0.5, "$h_k$ alone\n(features)", ha="center", va="center", fontsize=10)
+            else:
+                ax.imshow(pca_rgb(fj / scale, basis, False))
+                ax.set_title("$f$ (features)", fontsize=9)
+            ax.set_xticks([]), ax.set_yticks([])
+            for k in range(M):
+                ax = fig.add_subplot(grid[3 * j + r, k + 1])
+                if r == 0:
+                    img = vae.fhat_to_img(pyr["f_hat"][k][j:j + 1])[0]
+                    ax.imshow((0.5 + 0.5 * img).clamp(0, 1).permute(1, 2, 0).numpy())
+                    ax.set_title(f"after scale {k + 1} ({quant.patch_nums[k]}x{quant.patch_nums[k]})",
+                                 fontsize=8)
+                elif r == 1:
+                    h = pyr["h"][k][j]
+                    ax.imshow(pca_rgb(h, basis, True))
+                    ax.set_title(f"$h_{{{k + 1}}}$, RMS {h.pow(2).mean().sqrt() / rms_f:.2f}", fontsize=8)
+                else:
+                    ax.imshow(pca_rgb(pyr["f_hat"][k][j] / scale, basis, False))
+                    ax.set_title(f"$\\hat f^{{({k + 1})}}$", fontsize=8)
+                ax.set_xticks([]), ax.set_yticks([])
+    ax = fig.add_subplot(grid[:, M + 1])
+    ks = list(range(1, M + 1))
+    ax.plot(ks, left, "o-", label=r"left: $\|f - \hat f^{(k)}\|^2 / \|f\|^2$")
+    ax.plot(ks, energy, "s--", label=r"$\|h_k\|^2 / \|f\|^2$")
+    ax.set_yscale("log")
+    ax.set_xticks(ks, [f"{k}\n{p}x{p}" for k, p in zip(ks, quant.patch_nums)])
+    ax.set_xlabel("scale k (side)")
+    ax.set_title(f"residual energy, mean of {n} images")
+    ax.legend(fontsize=8)
+    out.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out / "laplacian.png", dpi=72)
+    plt.close(fig)
+    result = {"energy_left": left, "energy_of_h": energy, "images": n}
+    (out / "laplacian.json").write_text(json.dumps(result, indent=1) + "\n")
+    print("| scale | side | energy of h_k | energy left |")
+    print("|---|---|---|---|")
+    for k in range(M):
+        print(f"| {k + 1} | {quant.patch_nums[k]} | {energy[k]:.3f} | {left[k]:.3f} |")
+    return result
+
+
+# ## Neighbour statistics
+#
+# If independent draws within a scale made incoherent maps, it would show in pairs of
+# neighbouring tokens: in encoded real images, neighbours go together in some ways
+# more often than chance, and independent draws would reproduce only the part of that
+# which the coarser scales explain. Two measures over all horizontally and vertically
+# adjacent pairs $(a, b)$ of $r_k$:
+#
+# * **same code**: how often $a = b$;
+# * **mutual information** $I(a; b) = \sum_{a, b} P(a, b) \log \frac{P(a, b)}{P(a) P(b)}$
+#   in nats, with the codes grouped into 8 clusters (k-means on the codebook vectors),
+#   because with all $K = 256$ codes a few thousand pairs would not estimate the
+#   $256^2$ cells; we subtract the Miller-Madow bias $(R - 1)(C - 1) / (2N)$ of the
+#   plug-in estimate ($R$, $C$ the occupied rows and columns, $N$ pairs).
+def code_clusters(quant, n_clusters: int = 8, iters: int = 50, seed: int = 0) -> torch.Tensor:
+    r"""The cluster (0..`n_clusters`-1) of each of the $K$ codes: k-means, seeded."""
+    e = quant.embedding.weight.detach()
+    g = torch.Generator().manual_seed(seed)
+    centres = e[torch.randperm(len(e), generator=g)[:n_clusters]].clone()
+    for _ in range(iters):
+        assign = torch.cdist(e, centres).argmin(1)
+        for j in range(n_clusters):
+            if (assign == j).any():
+                centres[j] = e[assign == j].mean(0)
+    return torch.cdist(e, centres).argmin(1)
+
+
+def neighbour_pairs(r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""All horizontally and vertically adjacent pairs of maps $r$ $(B, p, p)$."""
+    a = torch.cat([r[:, :, :-1].flatten(), r[:, :-1, :].flatten()])
+    b = torch.cat([r[:, :, 1:].flatten(), r[:, 1:, :].flatten()])
+    return a, b
+
+
+def mutual_information(a: torch.Tensor, b: torch.Tensor, n: int) -> float:
+    joint = torch.zeros(n, n, dtype=torch.float64)
+    joint.index_put_((a, b), torch.ones(len(a), dtype=torch.float64), accumulate=True)
+    N = joint.sum()
+    P = joint / N
+    pa, pb = P.sum(1, keepdim=True), P.sum(0, keepdim=True)
+    nz = P > 0
+    mi = (P[nz] * (P[nz] / (pa * pb).expand_as(P)[nz]).log()).sum().item()
+    R, C = int((pa > 0).sum()), int((pb > 0).sum())
+    return mi - (R - 1) * (C - 1) / (2 * N.item())
+
+
+def neighbour_statistics(idxs: list[torch.Tensor], clusters: torch.Tensor) -> list[dict]:
+    rows = []
+    n = int(clusters.max()) + 1
+    for k, r in enumerate(idxs):
+        if r.shape[-1] < 2:
+            continue
+        a, b = neighbour_pairs(r)
+        rows.append({"scale": k + 1, "side": r.shape[-1], "pairs": len(a),
+                     "same_code": (a == b).double().mean().item(),
+                     "mutual_information": mutual_information(clusters[a], clusters[b], n)})
+    return rows
+
+
+# ## Two passes against one
+#
+# The same `two_pass` model (`--two-pass`, [[model.py#the-two-pass-sampler]]) samples
+# each way from the same labels and seed; both are compared with the encodings of
+# `n` real images. Two settings:
+#
+# * **free-running**: whole samples, every scale drawn by the model;
+# * **given the real coarser scales**: for each scale $k$, the real image's maps
+#   $r_1, \dots, r_{k-1}$ are forced and only $r_k$ is measured, so that the
+#   comparison with the real $r_k$ is not blurred by differences in the coarser scales.
+#
+# and the images: attribute accuracy and toy FID of the free-running samples.
+@torch.no_grad()
+def two_pass_experiment(exp: VARExperiment, n: int = 420, seed: int = 0, net=None) -> dict:
+    from annogen.metrics import toy_fid
+    res = exp.vae.config.resolution
+    data = make_dataset("shapes", res, n=n, seed=1)
+    real = torch.stack([data[i]["image"] for i in range(n)])
+    labels = torch.stack([data[i]["label"] for i in range(n)])
+    real_idxs = exp.vae.img_to_idxs(real)
+    clusters = code_clusters(exp.quant)
+    out = {"samples": n, "real": neighbour_statistics(real_idxs, clusters)}
+    for name, two in (("one_pass", False), ("two_pass", True)):
+        g = torch.Generator().manual_seed(seed)
+        images, idxs = exp.sample(n, labels, generator=g, pyramid=True, two_pass=two)
+        scores = score_labels(images, labels)
+        if net is not None:
+            scores["toy_fid"] = toy_fid(real, images, net)
+        out[name] = {"free": neighbour_statistics(idxs, clusters), "scores": scores}
+        given = []
+        for k in range(1, len(real_idxs)):
+            g = torch.Generator().manual_seed(seed + k)
+            _, idxs = exp.sample(n, labels, generator=g, pyramid=True, two_pass=two,
+                                 forced=real_idxs[:k])
+            given += neighbour_statistics([idxs[k]], clusters)
+            given[-1]["scale"] = k + 1
+        out[name]["given_real_context"] = given
+    return out
+
+
+def print_two_pass(res: dict) -> None:
+    print(f"neighbouring tokens, {res['samples']} images (same code / mutual information in nats)")
+    print("| scale | side | real | one pass, free | two passes, free "
+          "| one pass, real context | two passes, real context |")
+    print("|---|---|---|---|---|---|---|")
+    for i, r in enumerate(res["real"]):
+        cells = [r] + [res[m]["free"][i] for m in ("one_pass", "two_pass")] + \
+                [res[m]["given_real_context"][i] for m in ("one_pass", "two_pass")]
+        print(f"| {r['scale']} | {r['side']} | " + " | ".join(
+            f"{c['same_code']:.3f} / {c['mutual_information']:.3f}" for c in cells) + " |")
+    print("| sampler | attribute acc. | shape | colour | valid | toy FID |")
+    for m in ("one_pass", "two_pass"):
+        s = res[m]["scores"]
+        print(f"| {m} | {s['attribute_accuracy']:.3f} | {s['shape_accuracy']:.3f} | "
+              f"{s['colour_accuracy']:.3f} | {s['valid']:.3f} | {s.get('toy_fid', float('nan')):.1f} |")
+
+
+def write_independence(run_dir: Path, out: Path, n: int = 420, seed: int = 0, fid: bool = True,
+                       transformer: str = "transformer-two-pass") -> dict:
+    from annogen.metrics import load_feature_net
+    exp = load_experiment(run_dir, transformer=transformer)
+    net = load_feature_net("shapes", exp.vae.config.resolution) if fid else None
+    res = two_pass_experiment(exp, n=n, seed=seed, net=net)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "independence.json").write_text(json.dumps(res, indent=1) + "\n")
+    print_two_pass(res)
+    return res
+
+
+if __name__ == "__main__":
+    print("The experiments need a trained run (python -m annogen.var --threads 1). Then:")
+    print("  python -m annogen.var --figures src/annogen/var/figures --fid   "
+          "# the author's three experiments")
+    print("  python -m annogen.var --stage var --two-pass                     "
+          "# a transformer that can sample in two passes")
+    print("  python -m annogen.var --independence src/annogen/var/figures --fid  "
+          "# neighbour statistics, one pass vs two")
+    print("  python -m annogen.var --laplacian src/annogen/var/figures          "
+          "# the Laplacian figure (stage 1 only)")

@@ -35,7 +35,7 @@ from torch import nn
 
 from annogen.vqgan.model import Decoder, Encoder
 
-from .quant import MultiScaleQuantizer, default_patch_nums
+from annogen.var.quant import MultiScaleQuantizer, default_patch_nums
 
 
 # ## Configurations
