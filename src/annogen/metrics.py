@@ -19,7 +19,7 @@ questions, and no single number answers all of them:
    check that the red circle really is red, a circle, and in the top left. That is
    *attribute accuracy*, a luxury that photographs never give.
 4. **Do the samples, as a set, look like the data, as a set?** That is what the
-   Fréchet Inception Distance (FID, Heusel et al., 2017) is for. We cannot use
+   Fréchet Inception Distance (FID, [Heusel et al. (2017)](https://arxiv.org/abs/1706.08500)) is for. We cannot use
    Inception here, so we compute the same distance in the feature space of a small
    classifier trained on our own data: a *toy FID*. Why that is a fair stand-in, and
    what it cannot tell you, is explained below.
@@ -112,8 +112,15 @@ def codebook_usage(indices: Tensor, num_codes: int) -> float:
 # It is the *effective number of codes*: a distribution that is uniform over $m$ codes
 # has $H = \log m$ and perplexity exactly $m$. So one code used every time gives 1,
 # all $K$ codes used equally often give $K$, and in general
-# $1 \le \mathrm{perplexity} \le \lvert\{k : n_k > 0\}\rvert \le K$. A healthy VQ-VAE on
-# our small data sits well above $K/2$; a collapsing one drifts towards a handful.
+# $1 \le \mathrm{perplexity} \le \lvert\{k : n_k > 0\}\rvert \le K$.
+#
+# A healthy codebook is not necessarily used evenly: the data decides how. On `shapes`,
+# mostly black background, the VQ-VAE chapter's healthy run uses all $K = 128$ codes
+# with a perplexity of 40 to 55 (the background needs few codes, the edges of seven
+# colours need many); the VQGAN chapter's, with a wider encoder, reaches about 107. A
+# collapsing codebook drifts towards a handful: perplexity 2 to 6 and a few percent of
+# the codes in use, in the runs of those chapters without dead-code restarts. So read
+# perplexity next to usage, and against runs on the same data.
 def codebook_perplexity(indices: Tensor, num_codes: int) -> float:
     r"""$\exp(-\sum_k p_k \log p_k)$ of the code histogram of `indices` (any shape)."""
     k = _check_indices(indices, num_codes)
@@ -565,12 +572,13 @@ def _feature_stats(x: Tensor, net, batch_size: int) -> tuple[Tensor, Tensor]:
 #   are bad and when they are all alike, and cannot say which: a model that draws a few
 #   kinds of shape perfectly and one that draws every kind badly can score the same.
 #   Truncation and classifier-free guidance trade diversity for fidelity and move FID in
-#   ways that hide the trade; *precision and recall* for generative models (Sajjadi et
-#   al., 2018; Kynkäänniemi et al., 2019) measure the two separately. A model that
+#   ways that hide the trade; *precision and recall* for generative models
+#   ([Sajjadi et al. (2018)](https://arxiv.org/abs/1806.00035);
+#   [Kynkäänniemi et al. (2019)](https://arxiv.org/abs/1904.06991)) measure the two separately. A model that
 #   copies its training set gets an excellent FID, too.
 # - **FID is biased by the sample size.** $\mu$ and $\Sigma$ are estimated, and the
 #   estimation noise does not average out: the expected FID of $N$ samples exceeds the
-#   true distance by a term that shrinks roughly like $1/N$ (Chong and Forsyth, 2020).
+#   true distance by a term that shrinks roughly like $1/N$ ([Chong and Forsyth (2020)](https://arxiv.org/abs/1911.07023)).
 #   Two samples of the *same* distribution have a positive FID, larger for smaller $N$.
 #   Compare toy FIDs only at the same $N$, and treat differences smaller than the FID
 #   between two real samples of that size as noise.
@@ -579,7 +587,7 @@ def _feature_stats(x: Tensor, net, batch_size: int) -> tuple[Tensor, Tensor]:
 #   training asked about sizes, the second shape or clean edges, so a model that gets
 #   those wrong may lose little in toy FID. Inception has the same problem at scale:
 #   FID can be improved by matching ImageNet class statistics without the images
-#   looking better (Kynkäänniemi et al., 2023).
+#   looking better ([Kynkäänniemi et al. (2023)](https://arxiv.org/abs/2203.06026)).
 #
 # Some numbers make this concrete. With the default feature net for `shapes` at 32
 # pixels, and 1000 images on each side, we measured (the exact values move a little

@@ -8,7 +8,7 @@ summary: What VQGAN trains its autoencoder with instead of a squared pixel error
 
 VQ-VAE trains with $\|x - \hat x\|^2$. Minimising a squared error makes the decoder
 predict the *mean* of all images that could have produced a code, and at $f = 16$ many
-images share a code: the mean is blurry. VQGAN (Esser et al., 2021) replaces it with
+images share a code: the mean is blurry. VQGAN ([Esser et al. (2021)](https://arxiv.org/abs/2012.09841)) replaces it with
 three terms:
 
 $$\mathcal{L} = \underbrace{|x - \hat x| + \mathcal{L}_{LPIPS}(x, \hat x)}_{\mathcal{L}_{rec}}
@@ -36,7 +36,7 @@ from torch import nn
 
 # ## The patch discriminator
 #
-# A PatchGAN (Isola et al., pix2pix) does not output one real/fake score per image but
+# A PatchGAN (pix2pix, [Isola et al. (2017)](https://arxiv.org/abs/1611.07004)) does not output one real/fake score per image but
 # a grid of them: each logit looks at a $70 \times 70$ receptive field. It judges local
 # texture — exactly what a pixel loss cannot teach — and leaves the global structure to
 # the reconstruction terms. The layers, for `n_layers` $= 3$ and `ndf` $= 64$:
@@ -136,7 +136,7 @@ def adaptive_weight(rec_loss: torch.Tensor, g_loss: torch.Tensor,
 
 # ## LPIPS, the perceptual distance
 #
-# LPIPS (Zhang et al., 2018) compares two images through the activations of an image
+# LPIPS ([Zhang et al. (2018)](https://arxiv.org/abs/1801.03924)) compares two images through the activations of an image
 # classifier. For each of five layers $l$ of VGG16 (`relu1_2`, `relu2_2`, `relu3_3`,
 # `relu4_3`, `relu5_3`) with feature maps $y^l \in \mathbb{R}^{C_l \times H_l \times W_l}$:
 #
@@ -154,8 +154,8 @@ def adaptive_weight(rec_loss: torch.Tensor, g_loss: torch.Tensor,
 # with $w$ replaced by $\sqrt{w}$.)
 #
 # Before VGG, the input in $[-1, 1]$ is shifted and scaled to the statistics VGG was
-# trained with: $(x - s) / \sigma$ with $s = (-0.030, -0.088, -0.188)$ and
-# $\sigma = (0.458, 0.448, 0.450)$ per RGB channel.
+# trained with: $(x - m) / s$ with $m = (-0.030, -0.088, -0.188)$ and
+# $s = (0.458, 0.448, 0.450)$ per RGB channel.
 VGG16_LAYERS = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512]
 # Indices in VGG16's `features` of the five ReLUs LPIPS reads.
 LPIPS_TAPS = (3, 8, 15, 22, 29)
@@ -200,8 +200,15 @@ class LPIPS(nn.Module):
         self.requires_grad_(False)
         self.eval()
 
-    # Stay in eval mode whatever the parent module does (no dropout or batch statistics
-    # here today, but a loss should not change with `.train()`).
+    # Stay in eval mode whatever the parent module does. **Here we differ from the
+    # official code.** Taming's LPIPS puts a dropout layer ($p = 0.5$) in front of each
+    # lin layer, and since the loss is a child module of the model, the `.train()` of
+    # the training loop switches it on: at every step half of the channel differences
+    # $(\hat y^l(x) - \hat y^l(\hat x))^2$ are dropped at random and the rest doubled.
+    # The lin layer is linear, so that is an unbiased but noisy estimate of the same
+    # distance. We leave the dropout out: the expected loss is the same, without the
+    # noise. With random weights (our default) nothing changes; with pretrained weights
+    # our perceptual gradient is the mean of the official one's.
     def train(self, mode: bool = True):
         return super().train(False)
 
@@ -302,6 +309,11 @@ class VQGANLoss(nn.Module):
     # `l2_weight` (0 in the paper) adds the squared error back, for training *without*
     # LPIPS: alone, the absolute error gets stuck on grey reconstructions of coloured
     # shapes (see [[experiment.py#stage-1-the-vqgan]]).
+    #
+    # `pixel_weight` multiplies the absolute error. **The official code differs:** its
+    # loss stores `pixelloss_weight` but never uses it, so there the absolute error
+    # always has weight 1. With the default of 1 the two agree; a config that sets
+    # `pixelloss_weight` changes nothing in taming and does change the loss here.
     def reconstruction_loss(self, x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
         rec = F.mse_loss(x_hat, x)  # [!code --]
         rec = self.pixel_weight * (x - x_hat).abs().mean()  # [!code ++]

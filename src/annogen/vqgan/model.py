@@ -6,8 +6,8 @@ summary: The first stage of Taming Transformers, written as a change to VQ-VAE -
 
 # VQGAN: the autoencoder
 
-Esser, Rombach and Ommer (2021), *Taming Transformers for High-Resolution Image
-Synthesis*, keep the idea of VQ-VAE — encode an image to a grid of vectors, snap each
+[Esser et al. (2021)](https://arxiv.org/abs/2012.09841), *Taming Transformers for
+High-Resolution Image Synthesis*, keep the idea of VQ-VAE — encode an image to a grid of vectors, snap each
 vector to its nearest codebook entry $e_k$, decode — and change three things around it:
 
 1. **A much deeper autoencoder.** Two strided convolutions become a ResNet with
@@ -118,14 +118,23 @@ class VQGANQuantizer(VectorQuantizer):
 # ## Building blocks
 #
 # Everything from here on is new: VQ-VAE's encoder was two strided convolutions and two
-# small residual blocks. VQGAN borrows its autoencoder from the DDPM U-Net (without the
-# skip connections and the time embedding). Normalisation is GroupNorm with 32 groups and
+# small residual blocks. VQGAN borrows its autoencoder from the U-Net of DDPM
+# ([Ho et al. (2020)](https://arxiv.org/abs/2006.11239); the course builds that network
+# later, in its DDPM chapter, but nothing here depends on it). That U-Net is a stack of
+# residual blocks (GroupNorm, swish, $3 \times 3$ convolutions) that halves the
+# resolution level by level, with self-attention at the smallest levels, and then a
+# mirror-image stack that doubles it back; skip connections join each level on the way
+# down to the level of the same size on the way up, and every block also receives an
+# embedding of the diffusion time step. VQGAN keeps the two stacks as its encoder and
+# decoder and drops the rest: no skip connections, because everything the decoder knows
+# must pass through the codes, and no time embedding, because an autoencoder has no time
+# step. The blocks are all defined below. Normalisation is GroupNorm with 32 groups and
 # $\epsilon = 10^{-6}$, so every width must be a multiple of 32.
 def normalize(channels: int) -> nn.GroupNorm:
     return nn.GroupNorm(num_groups=32, num_channels=channels, eps=1e-6, affine=True)
 
 
-# The non-linearity is swish (SiLU): $\operatorname{swish}(x) = x\,\sigma(x)$.
+# The non-linearity is swish, also called SiLU: $\operatorname{swish}(x) = x \operatorname{sigmoid}(x)$.
 def swish(x: torch.Tensor) -> torch.Tensor:
     return x * torch.sigmoid(x)
 

@@ -168,8 +168,10 @@ class GPT(nn.Module):
             if isinstance(module, nn.Linear) and module.bias is not None:
                 nn.init.zeros_(module.bias)
 
-    # Logits for a run of tokens. With a list of per-layer caches (`[{}] * n_layer` for
-    # empty ones), the tokens are placed after those already cached.
+    # Logits for a run of tokens. With a list of per-layer caches, the tokens are placed
+    # after those already cached. Empty caches are `[{} for _ in range(n_layer)]`, one
+    # dict per layer as in `generate` below; `[{}] * n_layer` would be one dict shared by
+    # every layer, and each layer would overwrite the keys and values of the one before.
     def logits(self, tokens: torch.Tensor, caches: list[dict] | None = None) -> torch.Tensor:
         T = tokens.shape[1]
         t0 = caches[0]["k"].shape[2] if caches and "k" in caches[0] else 0
@@ -245,7 +247,7 @@ def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
     return logits.masked_fill(~keep, float("-inf"))
 
 
-# **Top-$p$** (nucleus sampling, Holtzman et al., 2020) keeps the smallest set of most
+# **Top-$p$** (nucleus sampling, [Holtzman et al. (2020)](https://arxiv.org/abs/1904.09751)) keeps the smallest set of most
 # probable tokens whose total probability is at least $p$. In a row sorted by
 # probability $p_{(1)} \ge p_{(2)} \ge \dots$, token $(m)$ is kept when the mass before
 # it is still short of $p$:

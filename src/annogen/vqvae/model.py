@@ -6,8 +6,8 @@ summary: The vector quantiser (nearest code, straight-through gradient, codebook
 
 # VQ-VAE: an autoencoder with a dictionary in the middle
 
-A VQ-VAE (van den Oord, Vinyals and Kavukcuoglu, 2017, *Neural Discrete Representation
-Learning*) is an ordinary convolutional autoencoder with one change: the encoder's
+A VQ-VAE ([van den Oord et al. (2017)](https://arxiv.org/abs/1711.00937), *Neural
+Discrete Representation Learning*) is an ordinary convolutional autoencoder with one change: the encoder's
 output is not passed on as it is. Every vector of the encoder's feature map is replaced
 by the nearest entry of a learned **codebook** $e_1, \dots, e_K \in \mathbb{R}^D$, and
 only the *index* of that entry is kept. A $32 \times 32$ image becomes an $8 \times 8$
@@ -27,8 +27,11 @@ see [[prior.py]]) learns $p(k)$ and generates new grids, which the decoder turns
 new images. The paper's claim is that this discrete bottleneck loses little: on
 CIFAR-10 the VQ-VAE reaches 4.67 bits/dim against 4.51 for a continuous VAE of the
 same architecture (and 5.14 for VIMCO, the best earlier discrete model), and it does
-not suffer from posterior collapse, because there is no KL term that could push the
-latents to be ignored.
+not suffer from posterior collapse. The reason is in the VAE objective: the encoder is
+deterministic (all its mass on one code) and the prior during training is uniform over
+the $K$ codes, so the KL term is the constant $\log K$ per latent. A constant has no
+gradient, so nothing pushes the latents to be ignored, and the term drops out of the
+loss we train with.
 
 The page is laid out in the order the data flows through the model: the quantiser
 first (the only new idea, and the one with all the subtleties), then the encoder and
@@ -272,8 +275,11 @@ class VectorQuantizer(nn.Module):
     #
     # Codebooks *collapse*: a code that is far from every encoder output is never
     # chosen, so neither the codebook loss nor the EMA ever moves it, and it stays dead
-    # forever. With the small random initialisation above this happens to many codes
-    # in the first steps. The common remedy (not in the paper; used by Jukebox, many
+    # forever. Even with the initialisation above, which puts the codes on the scale of
+    # the encoder's outputs, this happens to most codes in the first steps: the encoder
+    # is still changing fast, its outputs gather in a small region, and a few codes near
+    # it win everything (in the chapter's default run, 3% of the codes were chosen in the
+    # first 50 steps; see the README's discussion). The common remedy (not in the paper; used by Jukebox, many
     # VQGAN ports and others) is to watch usage over a window of steps and move every
     # code chosen fewer than `min_usage` times onto a randomly chosen encoder output
     # of the current batch, where it is certain to be chosen at least once.

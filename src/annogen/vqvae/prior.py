@@ -15,8 +15,8 @@ $$p(k) = \prod_{i=1}^{h} \prod_{j=1}^{w} p\big(k_{ij} \mid k_{<ij}\big),$$
 
 where $k_{<ij}$ means every position before $(i, j)$ in raster order: all rows above,
 and the same row to the left. For images (and for CIFAR-10 and ImageNet codes) the
-paper uses a **gated PixelCNN** (van den Oord et al., 2016, *Conditional Image
-Generation with PixelCNN Decoders*), and so do we: a convolutional net that predicts
+paper uses a **gated PixelCNN** ([van den Oord et al. (2016)](https://arxiv.org/abs/1606.05328),
+*Conditional Image Generation with PixelCNN Decoders*), and so do we: a convolutional net that predicts
 all $hw$ conditionals in one pass during training, because its convolutions are
 arranged so that the output at $(i, j)$ never sees the input at $(i, j)$ or after.
 
@@ -81,7 +81,7 @@ def shift_down(x: Tensor) -> Tensor:
 # Each layer of both stacks computes $2p$ channels and splits them into two halves
 # $a, b$ that gate each other, as in the LSTM and WaveNet:
 #
-# $$y = \tanh\big(a + V_f\, h\big) \odot \sigma\big(b + V_g\, h\big),$$
+# $$y = \tanh\big(a + V_f\, h\big) \odot \operatorname{sigmoid}\big(b + V_g\, h\big),$$
 #
 # where $h$ is the conditioning (here a class label) and $V_f h$, $V_g h$ are a learned
 # vector per class, added at every position: a label embedding of size $2p$ per block,
@@ -114,7 +114,7 @@ class GatedBlock(nn.Module):
 
     @staticmethod
     def gate(x: Tensor) -> Tensor:
-        r"""$\tanh(a) \odot \sigma(b)$ for the two channel halves $a, b$ of $x$."""
+        r"""$\tanh(a) \odot \operatorname{sigmoid}(b)$ for the two channel halves $a, b$ of $x$."""
         a, b = x.chunk(2, dim=1)
         return torch.tanh(a) * torch.sigmoid(b)
 
