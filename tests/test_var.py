@@ -307,3 +307,142 @@ def test_tiny_tokenizer_round_trip_shapes():
     assert x_hat.shape == x.shape and tokens.shape == (2, 130) and loss.dim() == 0
     assert vae.quantize.patch_nums == (1, 2, 3, 4, 6, 8)
     assert isinstance(build_var(), VAR) and build_var().config.L == 130
+
+
+# --- the official ticks, the official checkpoint names --------------------------------
+
+@pytest.mark.parametrize("num_phis,num_scales", [(4, 10), (4, 6), (2, 10), (3, 10), (6, 6), (10, 10)])
+def test_phi_ticks_follow_the_official_rule_for_any_number_of_convolutions(num_phis, num_scales):
+    np = pytest.importorskip("numpy")
+    n = num_phis
+    # the official PhiPartiallyShared / PhiNonShared: 1/(3n) margins for n = 4, else 1/(2n)
+    ticks = np.linspace(1 / 3 / n, 1 - 1 / 3 / n, n) if n == 4 else np.linspace(1 / 2 / n, 1 - 1 / 2 / n, n)
+    expected = [int(np.argmin(np.abs(ticks - k / (num_scales - 1)))) for k in range(num_scales)]
+    assert [phi_index(k, num_scales, n) for k in range(num_scales)] == expected
+    # and the four ticks are 3/36, 13/36, 23/36, 33/36: the ties at k = 2 and k = 7 are real
+    t4 = np.linspace(1 / 12, 11 / 12, 4)
+    assert np.allclose(t4 * 36, [3, 13, 23, 33])
+    assert abs(abs(t4[0] - 2 / 9) - abs(t4[1] - 2 / 9)) < 1e-12
+
+
+def test_an_official_state_dict_loads_after_renaming():
+    from annogen.var import from_official_state_dict
+    var = random_var()
+    ours = var.state_dict()
+    # the official names: scale_mul_1H11, and three saved buffers we do not keep
+    official = {k.replace("attn.scale_mul", "attn.scale_mul_1H11"): v.clone() for k, v in ours.items()}
+    L = var.config.L
+    official["lvl_1L"] = var.lvl[None].clone()
+    official["attn_bias_for_masking"] = torch.zeros(1, 1, L, L).masked_fill(~var.mask, float("-inf"))
+    for i in range(var.config.depth):
+        official[f"blocks.{i}.attn.zero_k_bias"] = torch.zeros(var.config.width)
+    fresh = build_var()
+    fresh.load_state_dict(from_official_state_dict(official))  # strict: every key matches
+    assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), ours.values()))
+
+
+# --- the two-pass sampler ------------------------------------------------------------
+
+def test_checkerboard_halves_and_training_reveals():
+    from annogen.var import checkerboard, reveal_half
+    assert checkerboard(3).tolist() == [True, False, True, False, True, False, True, False, True]
+    quant = quantizer(num_codes=256, dim=32)
+    tokens = quant.flatten_idxs(quant.f_to_idxs(torch.randn(64, 32, 8, 8)))
+    codes, where, counted = reveal_half(quant, tokens, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(counted, ~where)
+    start = 0
+    for p in quant.patch_nums:
+        w = where[:, start:start + p * p]
+        if p == 1:
+            assert not w.any()  # a one-token scale has no second half
+        else:
+            shown = w.any(1)
+            # a scale is revealed whole-checkerboard or not at all, about half the time
+            assert torch.equal(w[shown], checkerboard(p)[None].expand(int(shown.sum()), -1))
+            assert 10 < int(shown.sum()) < 54
+        start += p * p
+    assert torch.equal(codes[where], quant.embedding(tokens)[where])
+    assert (codes[~where] == 0).all()
+
+
+def test_two_pass_sampler_matches_its_reference_path_and_uses_the_revealed_half():
+    quant = quantizer(256, 32)
+    var = random_var(two_pass=True)
+    labels = torch.tensor([0, 5, 20])
+    kw = dict(cfg=1.5, top_k=50, return_logits=True, two_pass=True)
+    a, la = var.generate(quant, labels, generator=torch.Generator().manual_seed(0), **kw)
+    b, lb = var.generate(quant, labels, generator=torch.Generator().manual_seed(0), use_cache=False, **kw)
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert torch.allclose(la, lb, atol=1e-5)
+    # the second pass's logits are the masked forward pass with the A half of every scale revealed
+    from annogen.var import checkerboard
+    tokens = quant.flatten_idxs(a)
+    where = torch.cat([checkerboard(p) if p > 1 else torch.zeros(1, dtype=torch.bool)
+                       for p in quant.patch_nums])[None].expand(3, -1)
+    codes = quant.embedding(tokens) * where[..., None]
+    with torch.no_grad():
+        cond = var(labels, quant.teacher_inputs(a), (codes, where))
+        plain = var(labels, quant.teacher_inputs(a))
+    assert torch.allclose(la[:3], cond, atol=1e-5)
+    assert not torch.allclose(cond[:, 1:], plain[:, 1:], atol=1e-3)  # the reveal is read
+    # with nothing revealed the model is an ordinary VAR: one pass equals the plain model
+    plain_var = build_var()
+    plain_var.load_state_dict({k: v for k, v in var.state_dict().items() if "reveal" not in k})
+    one = var.generate(quant, labels, generator=torch.Generator().manual_seed(0))
+    ref = plain_var.eval().generate(quant, labels, generator=torch.Generator().manual_seed(0))
+    assert all(torch.equal(x, y) for x, y in zip(one, ref))
+    with pytest.raises(ValueError, match="two_pass"):
+        plain_var.generate(quant, labels, two_pass=True)
+
+
+def test_two_pass_keeps_the_first_half_of_pass_one():
+    quant = quantizer(256, 32)
+    var = random_var(two_pass=True)
+    labels = torch.tensor([1, 2])
+    drawn = []
+
+    def choose(k, logits):  # record each draw; the first call of a scale is pass 1
+        r = sample_tokens(logits, None, None, g)
+        drawn.append((k, r))
+        return r
+    g = torch.Generator().manual_seed(3)
+    idxs = var.generate(quant, labels, choose=choose, two_pass=True)
+    from annogen.var import checkerboard
+    for k, p in enumerate(quant.patch_nums):
+        calls = [r for kk, r in drawn if kk == k]
+        assert len(calls) == (2 if p > 1 else 1)
+        A = checkerboard(p)
+        got = idxs[k].reshape(2, -1)
+        assert torch.equal(got[:, A], calls[0][:, A])
+        if p > 1:
+            assert torch.equal(got[:, ~A], calls[1][:, ~A])
+
+
+# --- the experiments' measures --------------------------------------------------------
+
+def test_pyramid_energy_is_the_residual_of_the_partial_sums():
+    quant = quantizer(256, 32)
+    f = torch.randn(4, 32, 8, 8)
+    pyr = quant.pyramid(f)
+    for k in range(quant.num_scales):
+        part = quant.idxs_to_fhat(pyr["idxs"][:k + 1])
+        assert torch.allclose(pyr["f_hat"][k], part, atol=1e-5)
+        naive = ((f - part) ** 2).sum() / (f ** 2).sum()
+        assert pyr["energy_left"][k] == pytest.approx(naive.item(), rel=1e-4)
+        assert pyr["energy_of_h"][k] == pytest.approx(
+            (pyr["h"][k] ** 2).sum().item() / (f ** 2).sum().item(), rel=1e-4)
+
+
+def test_neighbour_pairs_and_mutual_information():
+    from annogen.var.experiments import mutual_information, neighbour_pairs
+    r = torch.arange(9).view(1, 3, 3)
+    a, b = neighbour_pairs(r)
+    assert len(a) == 2 * 3 * 2
+    assert set(zip(a.tolist(), b.tolist())) == {(0, 1), (1, 2), (3, 4), (4, 5), (6, 7), (7, 8),
+                                                (0, 3), (3, 6), (1, 4), (4, 7), (2, 5), (5, 8)}
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(4, (20000,), generator=g)
+    y = torch.randint(4, (20000,), generator=g)
+    assert abs(mutual_information(x, y, 4)) < 2e-3            # independent: about 0
+    # a copy of a uniform variable over 4 values: log 4, less the bias term 9 / 2N
+    assert mutual_information(x, x, 4) == pytest.approx(math.log(4) - 9 / 40000, abs=2e-3)

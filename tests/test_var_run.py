@@ -73,6 +73,27 @@ def test_figures_mode_writes_the_pictures_and_numbers(smoke, tmp_path):
                                                       "none"]
 
 
+def test_two_pass_stage_and_the_within_scale_measurements(smoke, tmp_path):
+    # a two-pass transformer on the smoke run's tokenizer, then the independence table
+    out = tmp_path / "runs"
+    (out / "var" / "default").mkdir(parents=True)
+    shutil.copy(smoke / "checkpoint.pt", out / "var" / "default")
+    main(SMALL + ["--stage", "var", "--two-pass", "--var-steps", "3", "--out", str(out)])
+    run = out / "var" / "default" / "transformer-two-pass"
+    assert (run / "checkpoint.pt").is_file() and not (out / "var" / "default" / "transformer").exists()
+    assert load_experiment(out / "var" / "default", transformer="transformer-two-pass").var.config.two_pass
+    main(["--independence", str(tmp_path / "fig"), "--out", str(out), "--eval-samples", "21"])
+    res = json.loads((tmp_path / "fig" / "independence.json").read_text())
+    assert [r["scale"] for r in res["real"]] == [2, 3, 4]  # scale 1 has no neighbours
+    for mode in ("one_pass", "two_pass"):
+        assert [r["scale"] for r in res[mode]["given_real_context"]] == [2, 3, 4]
+        assert 0.0 <= res[mode]["scores"]["attribute_accuracy"] <= 1.0
+    main(["--laplacian", str(tmp_path / "fig"), "--out", str(out)])
+    lap = json.loads((tmp_path / "fig" / "laplacian.json").read_text())
+    assert (tmp_path / "fig" / "laplacian.png").stat().st_size > 10_000
+    assert len(lap["energy_left"]) == 4 and lap["energy_left"][-1] < lap["energy_left"][0]
+
+
 def _vae_run(tmp, steps, resume=False):
     data = make_dataset("shapes", 16, n=40)
     cfg = TrainConfig(steps=steps, batch_size=8, lr=2e-3, log_every=1, ckpt_every=3,
