@@ -68,13 +68,13 @@ class ToyConfig:
     loss: str = "rpgan"  # "rpgan" or "ns"
     r1: bool = True
     r2: bool = True
-    gamma: float = 0.1
+    gamma: float = 0.01
     steps: int = 1500
-    batch_size: int = 256
+    batch_size: int = 128
     lr: float = 1e-3
     betas: tuple[float, float] = (0.0, 0.99)  # R3GAN's beta1 = 0
     z_dim: int = 8
-    width: int = 128
+    width: int = 64
     sigma: float = 0.05
     spacing: float = 1.0
     seed: int = 0
