@@ -18,6 +18,7 @@ per folder.
 from __future__ import annotations
 
 import os
+import posixpath
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -50,6 +51,8 @@ class Chapter:
     number: str = ""
     run: str | None = None
     pages: list[Page] = field(default_factory=list)
+    figure: Path | None = None  # the chapter's main result, shown on its index card
+    figure_out: str = ""  # where the figure goes in the site
 
 
 @dataclass
@@ -198,6 +201,17 @@ def load_course(manifest: Path) -> Course:
                 chapter.pages.append(Page(f.resolve(), f"{chapter.id}/{out_name(rel)}", "code",
                                           posixpath_rel(f, root), chapter,
                                           run=run_command(f, root)))
+            if "figure" in entry:
+                # Relative to the chapter folder, like the figures its pages show.
+                figure = folder / entry["figure"]
+                if not figure.is_file():
+                    raise BuildError(manifest, None, f"chapter '{chapter.id}': figure "
+                                     f"{entry['figure']} does not exist")
+                chapter.figure = figure.resolve()
+                chapter.figure_out = posixpath.normpath(f"{chapter.id}/{entry['figure']}")
+                if not chapter.figure_out.startswith(f"{chapter.id}/"):
+                    raise BuildError(manifest, None, f"chapter '{chapter.id}': figure "
+                                     f"{entry['figure']} must lie in the chapter folder")
             main = folder / "__main__.py"
             chapter.run = entry.get("run") or (run_command(main, root) if main.exists() else None)
             chapters.append(chapter)

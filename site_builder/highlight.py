@@ -12,11 +12,12 @@ highlight background and its `+`/`−` gutter mark.
 from __future__ import annotations
 
 import functools
+import re
 from html import escape
 
 from pygments import lex
 from pygments.formatters import HtmlFormatter
-from pygments.token import STANDARD_TYPES
+from pygments.token import STANDARD_TYPES, Comment
 
 from .parse import Section
 
@@ -33,17 +34,44 @@ def css_class(ttype) -> str:
     return STANDARD_TYPES[ttype]
 
 
+# === Math in code comments ===
+#
+# Authors annotate a line with its symbol: `counts = ...  # $n_i$`. Inside a comment
+# token (never in code or strings) we mark each `$...$` the way arithmatex marks prose
+# math, so MathJax typesets it; the TeX as written is kept in `data-src`, which the copy
+# button puts back, so copied code is the code in the file.
+
+COMMENT_MATH = re.compile(r"(?<!\\)\$(?![\s$])((?:\\.|[^\\$])+?)(?<!\s)\$")
+
+
+def comment_html(text: str) -> str:
+    out, pos = [], 0
+    for m in COMMENT_MATH.finditer(text):
+        out.append(escape(text[pos: m.start()], quote=False))
+        out.append(f'<span class="arithmatex" data-src="{escape(m.group(0))}">'
+                   f'\\({escape(m.group(1), quote=False)}\\)</span>')
+        pos = m.end()
+    out.append(escape(text[pos:], quote=False))
+    return "".join(out)
+
+
+def comments_have_math(code: str, lexer) -> bool:
+    return "$" in code and any(ttype in Comment and COMMENT_MATH.search(value)
+                               for ttype, value in lex(code, lexer))
+
+
 def highlight_lines(code: str, lexer) -> list[str]:
     """HTML for each line of `code`, with every token span closed at the line end."""
     lines: list[list[str]] = [[]]
     for ttype, value in lex(code, lexer):
         cls = css_class(ttype)
         parts = value.split("\n")
+        in_comment = ttype in Comment and "$" in value
         for k, part in enumerate(parts):
             if k:
                 lines.append([])
             if part:
-                text = escape(part, quote=False)
+                text = comment_html(part) if in_comment else escape(part, quote=False)
                 lines[-1].append(f'<span class="{cls}">{text}</span>' if cls else text)
     html = ["".join(parts) for parts in lines]
     n = code.count("\n") + 1

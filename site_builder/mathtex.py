@@ -159,6 +159,7 @@ def make_markdown() -> markdown.Markdown:
             "markdown.extensions.codehilite",
             "markdown.extensions.footnotes",
             "markdown.extensions.tables",
+            "markdown.extensions.md_in_html",
             "markdown.extensions.smarty",
         ],
         extension_configs={

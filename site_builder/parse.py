@@ -228,7 +228,7 @@ def docstrings_to_comments(code: str, path: str, warnings: Warnings | None = Non
 # line and each code line Pycco produced is exactly one line of the file.
 
 def normalize_source(code: str) -> str:
-    """What Python itself ignores or treats alike: a byte-order mark, and `\r\n` or a
+    r"""What Python itself ignores or treats alike: a byte-order mark, and `\r\n` or a
     lone `\r` as line ends. Line numbers stay those an editor shows."""
     return code.lstrip("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
 

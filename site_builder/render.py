@@ -16,11 +16,12 @@ import html
 import posixpath
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from .course import Course, Page
 from .directives import apply_directives
 from .errors import BuildError, Warnings
-from .highlight import highlight_sections
+from .highlight import comments_have_math, highlight_sections
 from .mathtex import COMPLETE_MATH, check_math, mask_code, separate_display_math
 from .parse import Section, comment_map, language_for, normalize_source, parse
 from .xref import (Resolver, Target, heading_texts, page_anchors,
@@ -128,6 +129,9 @@ def prepare(page: Page, warnings: Warnings, missing_images_are_errors: bool = Tr
     title = page.title or meta.get("title") or (
         re.sub(r"[`*_]", "", first_headings[0]) if first_headings else page.src.name)
     has_math = any(p.search(mask_code(s.docs)) for s in sections for p in COMPLETE_MATH)
+    if not has_math and page.kind == "code":
+        lexer = language_for(path)["lexer"]
+        has_math = comments_have_math("\n".join(ln for s in sections for ln in s.code_lines), lexer)
     prepared = Prepared(page, text, hashlib.sha256(text.encode()).hexdigest(), sections,
                         anchors, title, meta.get("summary", ""), has_math)
     prepared.target = Target(page.src, page.rel_src, page.out, anchors.all, anchors.labels,
@@ -178,6 +182,47 @@ def local_images(section: Section, page: Page,
     return found
 
 
+def image_size(path: str | Path) -> tuple[int, int] | None:
+    """Width and height of a PNG or GIF, from its header (no imaging library needed)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(26)
+    except OSError:
+        return None
+    if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
+        return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+    if head[:6] in (b"GIF87a", b"GIF89a"):
+        return int.from_bytes(head[6:8], "little"), int.from_bytes(head[8:10], "little")
+    return None
+
+
+# A grid of generated samples is often a few hundred pixels wide: shown at its natural
+# size it is a stamp, and scaled up smoothly it is a blur. Images this small are drawn
+# with hard pixel edges (`image-rendering: pixelated`) and at least a readable width.
+PIXEL_ART_MAX = 512
+
+
+def is_pixel_art(size: tuple[int, int] | None) -> bool:
+    return bool(size) and max(size) <= PIXEL_ART_MAX
+
+
+IMG_TAG = re.compile(r'<img\b([^>]*?)\bsrc="([^"]+)"([^>]*)>')
+
+
+def size_images(html_text: str, sizes: dict[str, tuple[int, int] | None]) -> str:
+    """Give each local image its width and height (no layout jump while it loads) and
+    the pixel-art class when it is small."""
+    def fix(m: re.Match) -> str:
+        size = sizes.get(html.unescape(m.group(2)))
+        if not size:
+            return m.group(0)
+        extra = f' width="{size[0]}" height="{size[1]}"'
+        if is_pixel_art(size) and "class=" not in m.group(1) + m.group(3):
+            extra += ' class="pixel-art"'
+        return f"<img{m.group(1)}src=\"{m.group(2)}\"{m.group(3).rstrip(' /')}{extra}>"
+    return IMG_TAG.sub(fix, html_text)
+
+
 # === Rendering the prose ===
 #
 # Each section's Markdown goes through the shared converter: cross-references become
@@ -186,12 +231,30 @@ def local_images(section: Section, page: Page,
 
 HEADING_TAG = re.compile(r"<h([1-6])>")
 
+# A collapsed block, `<details><summary>Lab notes</summary> ... </details>`, holds
+# Markdown like the rest of the page. Python-Markdown leaves the inside of an HTML
+# block raw unless it carries `markdown="1"` (the md_in_html extension), so we add it.
+DETAILS = re.compile(r"^([ \t]*)<details\b(?![^>]*\bmarkdown=)([^>]*)>", re.M | re.I)
+
+
+def markdown_in_details(docs: str) -> str:
+    if "<details" not in docs.lower():
+        return docs
+    masked = mask_code(docs)
+    out, pos = [], 0
+    for m in DETAILS.finditer(masked):
+        out.append(docs[pos: m.start()])
+        out.append(f'{m.group(1)}<details{docs[m.start(2): m.end(2)]} markdown="1">')
+        pos = m.end()
+    out.append(docs[pos:])
+    return "".join(out)
+
 
 def render_docs(md, docs: str, ids: list[str], resolver: Resolver, here: Target,
                 path: str, first_line: int) -> str:
     docs = resolver.replace(docs, here, path, first_line)
     md.reset()
-    out = md.convert(separate_display_math(docs))
+    out = md.convert(separate_display_math(markdown_in_details(docs)))
     queue = iter(ids)
 
     def add_id(m: re.Match) -> str:
@@ -208,6 +271,8 @@ def page_context(prep: Prepared, course: Course, all_prepared: dict[str, Prepare
     sections = []
     code_html = (highlight_sections(prep.sections, lexer_for(path))
                  if page.kind == "code" else [""] * len(prep.sections))
+    here = posixpath.dirname(page.out)
+    sizes = {posixpath.relpath(dest, here or "."): image_size(source) for source, dest in prep.assets}
     for s, sid, heads, defs, code in zip(prep.sections, prep.anchors.section_ids,
                                          prep.anchors.heading_ids,
                                          prep.anchors.definition_ids, code_html):
@@ -215,7 +280,8 @@ def page_context(prep: Prepared, course: Course, all_prepared: dict[str, Prepare
             "index": s.index,
             "anchor": sid,
             "extra_ids": [d for d in defs],
-            "docs_html": render_docs(md, s.docs, heads, resolver, prep.target, path, s.docs_line),
+            "docs_html": size_images(render_docs(md, s.docs, heads, resolver, prep.target,
+                                                 path, s.docs_line), sizes),
             "code_html": code,
         })
     order = course.pages

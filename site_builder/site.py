@@ -208,7 +208,9 @@ def build(course: Course, options: Options) -> Result:
         _write_assets(tmp, prepared, any(p.has_math for p in prepared + ([intro] if intro else []))
                       and not options.mathjax_url)
         _write_search_index(tmp, prepared, course)
-        assets = _copy_images(tmp, prepared + ([intro] if intro else []))
+        figures = [(str(c.figure), c.figure_out) for _, chapters in course.parts
+                   for c in chapters if c.figure]
+        assets = _copy_images(tmp, prepared + ([intro] if intro else []), figures)
         (tmp / STATE_FILE).write_text(json.dumps({"input": digest, "pages": new_keys,
                                                   "assets": assets,
                                                   "warnings": result.warnings.items},
@@ -220,20 +222,21 @@ def build(course: Course, options: Options) -> Result:
     return result
 
 
-def _copy_images(tmp: Path, prepared: list[Prepared]) -> dict[str, str]:
-    """Copy the images pages refer to; return {path in site: hash} for the state file."""
+def _copy_images(tmp: Path, prepared: list[Prepared],
+                 extra: list[tuple[str, str]] = ()) -> dict[str, str]:
+    """Copy the images pages refer to (and the chapters' index figures); return
+    {path in site: hash} for the state file."""
     seen: dict[str, str] = {}
     hashes = {}
-    for prep in prepared:
-        for source, dest in prep.assets:
-            if seen.setdefault(dest, source) != source:
-                raise BuildError(source, None, f"{seen[dest]} and {source} would both be "
-                                 f"written to {dest}")
-            data = Path(source).read_bytes()
-            target = tmp / dest
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(data)
-            hashes[dest] = [source, hashlib.sha256(data).hexdigest()]
+    for source, dest in [a for prep in prepared for a in prep.assets] + list(extra):
+        if seen.setdefault(dest, source) != source:
+            raise BuildError(source, None, f"{seen[dest]} and {source} would both be "
+                             f"written to {dest}")
+        data = Path(source).read_bytes()
+        target = tmp / dest
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+        hashes[dest] = [source, hashlib.sha256(data).hexdigest()]
     return hashes
 
 
@@ -289,6 +292,7 @@ def _common(course: Course, options: Options, root: str, has_math: bool) -> dict
         "root": root,
         "has_math": has_math,
         "mathjax_url": options.mathjax_url or f"{root}static/mathjax/tex-chtml.js",
+        "chapter_count": sum(len(chapters) for _, chapters in course.parts),
     }
 
 
@@ -302,20 +306,25 @@ def _prepare_intro(course: Course, warnings: Warnings) -> Prepared | None:
 
 
 def _index_context(course, by_out, intro, md, resolver, options) -> dict:
-    from .render import render_docs
+    from .render import image_size, is_pixel_art, render_docs, size_images
     intro_html = ""
     if intro:
-        intro_html = "".join(render_docs(md, s.docs, heads, resolver, intro.target,
-                                         str(intro.page.src), s.docs_line)
+        sizes = {dest: image_size(source) for source, dest in intro.assets}
+        intro_html = "".join(size_images(render_docs(md, s.docs, heads, resolver, intro.target,
+                                                     str(intro.page.src), s.docs_line), sizes)
                              for s, heads in zip(intro.sections, intro.anchors.heading_ids))
     parts = []
     for title, chapters in course.parts:
         rows = []
         for c in chapters:
+            # The chapter's title already links to its intro page: list the rest.
             pages = [{"href": p.out, "title": by_out[p.out].title, "kind": p.kind}
-                     for p in c.pages]
+                     for k, p in enumerate(c.pages)
+                     if not (k == 0 and p.kind == "markdown" and by_out[p.out].title == c.title)]
+            size = image_size(c.figure) if c.figure else None
             rows.append({"chapter": c, "href": c.pages[0].out if c.pages else "#",
-                         "pages": pages})
+                         "pages": pages, "figure": c.figure_out, "figure_size": size,
+                         "pixel_art": is_pixel_art(size)})
         parts.append({"title": title, "chapters": rows})
     ctx = {"title": course.title, "intro_html": intro_html, "parts": parts, "page": None,
            "prev": None, "next": {"href": course.pages[0].out,

@@ -48,13 +48,82 @@
   }
   function sectionCode(button) {
     var lines = button.parentNode.querySelectorAll(".line:not(.del)");
-    return Array.prototype.map.call(lines, function (l) { return l.textContent; }).join("\n") + "\n";
+    return Array.prototype.map.call(lines, function (l) {
+      /* A formula typeset in a comment is copied as the TeX written in the file. */
+      var copy = l.cloneNode(true);
+      Array.prototype.forEach.call(copy.querySelectorAll(".arithmatex[data-src]"), function (m) {
+        m.replaceWith(document.createTextNode(m.getAttribute("data-src")));
+      });
+      return copy.textContent;
+    }).join("\n") + "\n";
   }
   document.addEventListener("click", function (e) {
     var b = e.target.closest && e.target.closest(".copy-btn");
     if (!b) return;
     copyText(b.hasAttribute("data-copy") ? b.getAttribute("data-copy") : sectionCode(b), b);
   });
+
+  /* ---- progress: chapters marked as done, kept in localStorage (which Chromium and
+     Firefox also give pages opened from file://); without storage, for this page only ---- */
+  var DONE_KEY = "annogen-done", memory = [];
+  function doneList() {
+    try {
+      var v = JSON.parse(localStorage.getItem(DONE_KEY) || "[]");
+      return Array.isArray(v) ? v : [];
+    } catch (e) { return memory; }
+  }
+  function saveDone(list) {
+    memory = list;
+    try { localStorage.setItem(DONE_KEY, JSON.stringify(list)); } catch (e) {}
+  }
+  function showProgress() {
+    var done = doneList();
+    Array.prototype.forEach.call(document.querySelectorAll("li.chapter[data-chapter]"), function (li) {
+      var on = done.indexOf(li.getAttribute("data-chapter")) >= 0;
+      li.classList.toggle("done", on);
+      var badge = li.querySelector(".done-badge");
+      if (badge) badge.hidden = !on;
+    });
+    Array.prototype.forEach.call(document.querySelectorAll(".done-toggle"), function (b) {
+      var on = done.indexOf(b.getAttribute("data-chapter")) >= 0;
+      b.setAttribute("aria-pressed", on ? "true" : "false");
+      b.textContent = on ? "\u2713 Chapter done" : "Mark chapter as done";
+    });
+    Array.prototype.forEach.call(document.querySelectorAll(".course-progress"), function (p) {
+      var total = parseInt(p.getAttribute("data-total"), 10) || 0;
+      p.textContent = total ? done.length + " of " + total + " chapters done" : "";
+    });
+  }
+  document.addEventListener("click", function (e) {
+    var b = e.target.closest && e.target.closest(".done-toggle");
+    if (!b) return;
+    var id = b.getAttribute("data-chapter"), done = doneList().filter(function (x) { return x !== id; });
+    if (b.getAttribute("aria-pressed") !== "true") done.push(id);
+    saveDone(done.sort());
+    showProgress();
+  });
+  window.addEventListener("storage", function (e) { if (e.key === DONE_KEY) showProgress(); });
+  showProgress();
+
+  /* ---- an inline formula wider than its line scrolls in its own box ---- */
+  function markWide() {
+    Array.prototype.forEach.call(document.querySelectorAll("span.arithmatex"), function (el) {
+      var c = el.querySelector("mjx-container");
+      if (!c) return;
+      el.classList.remove("wide");
+      var block = el.parentElement;
+      while (block.parentElement && getComputedStyle(block).display.indexOf("inline") === 0) block = block.parentElement;
+      var box = block.getBoundingClientRect(), r = c.getBoundingClientRect();
+      if (r.width > box.width || r.right > box.right + 1) el.classList.add("wide");
+    });
+  }
+  if (window.MathJax && MathJax.startup && MathJax.startup.promise) {
+    MathJax.startup.promise.then(markWide);
+    var resizeTimer = null;
+    window.addEventListener("resize", function () {
+      clearTimeout(resizeTimer); resizeTimer = setTimeout(markWide, 150);
+    });
+  }
 
   /* ---- search over window.ANNOGEN_SEARCH (static/search-index.js) ---- */
   var input = document.getElementById("search-input");

@@ -235,7 +235,7 @@ MATH_REPORT = """() => {
     untypeset: all.filter(e => !e.querySelector('mjx-container')).map(e => e.textContent.slice(0, 80)),
     merror: Array.from(document.querySelectorAll('mjx-merror')).map(e => e.getAttribute('data-mjx-error')),
     red: red,
-    inCode: document.querySelectorAll('code .arithmatex, pre .arithmatex').length,
+    inCode: document.querySelectorAll('code .arithmatex:not([data-src]), pre .arithmatex:not([data-src])').length,
     script: !!document.getElementById('MathJax-script'),
     mathjax: typeof window.MathJax !== 'undefined',
   };
