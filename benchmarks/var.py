@@ -10,7 +10,7 @@ speed does not depend on them. Token generation only (VAR includes its f_hat upd
 which feed its next inputs); the decoder is the same for both and left out.
 (ii) VAR with and without the KV cache. (iii) `annogen.var.experiment.benchmark`: the
 tiny default trained for --budget seconds, then attribute accuracy and toy FID.
-Targets (from the issue): VAR >= 5x the GPT's images/s; the cache >= 2x (both at every
+Targets (the course's speed goals): VAR >= 5x the GPT's images/s; the cache >= 2x (both at every
 batch size). The quality part has no target; it is the tiny default's record.
 Writes benchmarks/results/var.json.
 """

@@ -1,23 +1,23 @@
 r"""
 ---
 title: VAR
-summary: Visual Autoregressive Modeling (Tian et al., 2024) - a multi-scale residual tokenizer and a transformer that predicts the next scale instead of the next token.
+summary: Visual Autoregressive Modeling, Tian et al. (2024) - a multi-scale residual tokenizer and a transformer that predicts the next scale instead of the next token.
 ---
 
 # VAR
 
 In reading order:
 
-* [[quant.py]]: the multi-scale residual quantiser — one codebook, scales from
-  $1 \times 1$ to the full latent, area downsampling, bicubic upsampling and the
-  shared refinements $\phi$.
+* [[quant.py]]: the multi-scale residual quantiser, a Laplacian pyramid of features —
+  one codebook, scales from $1 \times 1$ to the full latent, area downsampling, bicubic
+  upsampling and the shared refinements $\phi$.
 * [[vae.py]]: VQGAN's encoder and decoder around it, and the paper's 109M tokenizer.
-* [[model.py]]: the next-scale transformer — AdaLN blocks, block-causal attention with
-  normalised queries and keys, the official initialisation, the paper's d16–d30, and
-  sampling with a KV cache and classifier-free guidance.
+* [[model.py]]: the next-scale transformer — adaLN blocks, block-causal attention with
+  normalised queries and keys, the official initialisation, the paper's d16–d30,
+  sampling with a KV cache and classifier-free guidance, and the two-pass sampler.
 * [[experiment.py]]: both training stages on the course's loop, evaluation, benchmark.
-* [[experiments.py]]: the course author's experiments on the within-scale
-  independence assumption.
+* [[experiments.py]]: Zhou Yifan's experiments on the within-scale independence
+  assumption, the neighbour statistics, and the Laplacian figure.
 * [[__main__.py]]: `python -m annogen.var`.
 """
 

@@ -6,15 +6,19 @@ summary: python -m annogen.var - train the multi-scale tokenizer, then the next-
 
 # VAR: the command line
 
-    python -m annogen.var --threads 1              # both stages, tiny, on shapes (~10 min on 2 cores)
+    python -m annogen.var --threads 1              # both stages, tiny, on shapes (~25 min)
     python -m annogen.var --stage vae              # stage 1 only
     python -m annogen.var --stage var              # stage 2 on the stage-1 run
+    python -m annogen.var --stage var --two-pass   # stage 2, able to sample in two passes
     python -m annogen.var --resume                 # continue an interrupted run
     python -m annogen.var --preset d16             # the paper's d16 (and d20, d24, d30): counts
-    python -m annogen.var --figures DIR --fid      # the README figures and experiments, from a run
+    python -m annogen.var --figures DIR --fid      # the author's experiments, from a run
+    python -m annogen.var --independence DIR --fid # neighbour statistics, one pass vs two
+    python -m annogen.var --laplacian DIR          # the tokenizer as a Laplacian pyramid
 
-Stage 1 writes to `runs/var/<run>/`, stage 2 to `runs/var/<run>/transformer/`, each
-with what the course's loop writes ([[train.py]]). `--steps`, `--lr`, `--batch-size`
+Stage 1 writes to `runs/var/<run>/`, stage 2 to `runs/var/<run>/transformer/`
+(`transformer-two-pass/` with `--two-pass`), each with what the course's loop writes
+([[train.py]]). `--steps`, `--lr`, `--batch-size`
 set stage 1; `--var-steps`, `--var-lr`, `--var-batch-size` stage 2.
 """
 
@@ -55,7 +59,8 @@ def make_parser() -> Parser:
     p = Parser(prog="python -m annogen.var",
                description="VAR (Tian et al., 2024): train the multi-scale tokenizer, then "
                            "the next-scale transformer.")
-    p.add_argument("--stage", choices=("vae", "var", "all"), default="all")
+    p.add_argument("--stage", choices=("vae", "var", "all"), default="all",
+                   help="vae: the tokenizer, var: the transformer on a trained tokenizer, all: both")
     p.add_argument("--preset", choices=("tiny",) + PAPER, default="tiny",
                    help="tiny: trains on a CPU; d16..d30: the paper's models, whose parameter "
                         "counts are printed")
@@ -73,17 +78,23 @@ def make_parser() -> Parser:
     g.add_argument("--num-codes", type=int, default=None, help="codebook size K (tiny: 256)")
     g.add_argument("--patch-nums", type=patch_nums_arg, default=None,
                    help="scale schedule, e.g. 1,2,3,4,6,8 (default: the latent's, see quant.py)")
-    g.add_argument("--disc-start", type=int, default=DEFAULTS["model"]["disc_start"])
+    g.add_argument("--disc-start", type=int, default=DEFAULTS["model"]["disc_start"],
+                   help="step at which the PatchGAN critic joins (default: %(default)s)")
     g.add_argument("--restart-every", type=int, default=DEFAULTS["model"]["restart_every"],
                    help="dead-code restart period, 0 = never (official: never)")
     g = p.add_argument_group("stage 2: transformer")
-    g.add_argument("--var-steps", type=int, default=DEFAULTS["var"]["steps"])
-    g.add_argument("--var-lr", type=float, default=DEFAULTS["var"]["lr"])
-    g.add_argument("--var-batch-size", type=int, default=DEFAULTS["var"]["batch_size"])
+    g.add_argument("--var-steps", type=int, default=DEFAULTS["var"]["steps"],
+                   help="optimizer steps of stage 2 (default: %(default)s)")
+    g.add_argument("--var-lr", type=float, default=DEFAULTS["var"]["lr"],
+                   help="learning rate of stage 2 (default: %(default)s)")
+    g.add_argument("--var-batch-size", type=int, default=DEFAULTS["var"]["batch_size"],
+                   help="token pyramids per step of stage 2 (default: %(default)s)")
     g.add_argument("--cfg", type=float, default=DEFAULTS["sampling"]["cfg"],
-                   help="classifier-free guidance at the last scale (default: %(default)s)")
-    g.add_argument("--top-k", type=top_k_arg, default=DEFAULTS["sampling"]["top_k"])
-    g.add_argument("--top-p", type=top_p_arg, default=DEFAULTS["sampling"]["top_p"])
+                   help="VAR's guidance argument, w - 1 at the last scale (default: %(default)s)")
+    g.add_argument("--top-k", type=top_k_arg, default=DEFAULTS["sampling"]["top_k"],
+                   help="keep the k most likely codes per token (default: %(default)s)")
+    g.add_argument("--top-p", type=top_p_arg, default=DEFAULTS["sampling"]["top_p"],
+                   help="then the nucleus of probability p (default: %(default)s)")
     g.add_argument("--eval-samples", type=int, default=420,
                    help="samples to score after stage 2, and per measurement of --figures (0: none)")
     g.add_argument("--fid", action="store_true", help="also the toy FID (feature net ~1 min once)")
@@ -103,7 +114,7 @@ def describe(preset: str) -> str:
     c = var.config
     return "\n".join([
         f"VAR-{preset}: depth {c.depth}, width {c.width}, {c.num_heads} heads, "
-        f"{c.num_classes} classes, V = {c.num_codes}",
+        f"{c.num_classes} classes, K = {c.num_codes} codes",
         f"  scales {c.patch_nums}: {c.L} tokens in {len(c.patch_nums)} steps",
         f"  transformer                 {count_parameters(var):>15,}",
         f"  VQ autoencoder              {count_parameters(vae):>15,}",

@@ -13,12 +13,14 @@ Like VQGAN ([[vqgan/experiment.py]]), VAR trains in two stages:
    quantiser works — it needs $(\hat x, \mathcal{L}_{VQ}, \text{indices})$ from the
    model — so [[#VAEExperiment]] *is* VQGAN's experiment with another model.
 2. **The transformer** ([[model.py]]): the tokenizer is frozen, every training image
-   becomes its token pyramid once, and VAR learns $p(r_1, \dots, r_K \mid c)$.
+   becomes its token pyramid once, and VAR learns $p(r_1, \dots, r_M \mid c)$.
    [[#VARExperiment]].
 
-Both run on the course's loop ([[train.py]]); the tiny defaults train on `shapes` on
-two CPU cores in about 10 minutes together (stage 1 about 2.5, stage 2 about 7;
-three times that on a machine busy with other work).
+Both run on the course's loop ([[train.py]]); the tiny defaults train on `shapes` in
+about 25 minutes on one thread (stage 1 about 8, stage 2 about 15).
+
+Run it: `python src/annogen/var/experiment.py` prints the commands that train and
+evaluate both stages.
 """
 
 from __future__ import annotations
@@ -48,10 +50,10 @@ from annogen.var.vae import VAE, VAEConfig, build_vae
 # 800 steps of batch 16, Adam at $10^{-3}$, L1 + L2 instead of LPIPS, the critic from
 # step 600 at weight 0.1, dead-code restarts every 50 steps. Stage 2: 2000 steps of
 # batch 32 and AdamW at $10^{-3}$ (the paper: $10^{-4} \times$ batch/256, for batch 768
-# to 1024 over 200–350 epochs). A step at batch 64 took 0.65 s on our busy CPU, so we
-# halved VQGAN's batch; the loss was still falling at 800 steps (attribute accuracy
-# 0.40) and at 2000 (0.53). Sampling: the paper's cfg 1.5 and top-$p$ 0.96, and
-# top-$k$ scaled from 900 of 4096 codes to 56 of 256.
+# to 1024 over 200–350 epochs); half VQGAN's batch, to keep a CPU step short. Sampling:
+# the paper's `cfg = 1.5` (guidance weight $w = 2.5$ at the last scale,
+# [[model.py#sampling]]) and top-$p$ 0.96, and top-$k$ scaled from 900 of 4096 codes to
+# 56 of 256.
 DEFAULTS = {
     "vae": {"steps": 800, "batch_size": 16, "lr": 1e-3, "log_every": 10,
             "ckpt_every": 200, "sample_every": 200},
@@ -110,7 +112,7 @@ def encode_dataset(vae: VAE, dataset, batch_size: int = 256) -> Pyramids:
 
 # ## Stage 2: the transformer
 #
-# VAR is sized to the tokenizer (its $V$, $C_{vae}$ and scales) and to the data's
+# VAR is sized to the tokenizer (its $K$, $c$ and scales) and to the data's
 # classes. The optimizer is the official one: AdamW with $\beta = (0.9, 0.95)$ and
 # weight decay 0.05, except on biases, vectors and the position, level and
 # temperature parameters; the gradient norm is clipped at 2.
@@ -340,3 +342,13 @@ def _benchmark(budget_seconds, out, seed, stage1_share, data_size, eval_samples)
     out.mkdir(parents=True, exist_ok=True)
     (out / "benchmark.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
+
+
+if __name__ == "__main__":
+    print("Both stages of the tiny VAR on shapes, then its samples scored:")
+    print("  python -m annogen.var --threads 1 --fid")
+    print("One stage at a time, or more steps of stage 2:")
+    print("  python -m annogen.var --threads 1 --stage vae")
+    print("  python -m annogen.var --threads 1 --stage var --resume --var-steps 3000")
+    print("The fixed-budget benchmark (both stages, then attribute accuracy and toy FID):")
+    print("  python benchmarks/var.py")

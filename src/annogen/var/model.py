@@ -114,9 +114,10 @@ def block_causal_mask(patch_nums) -> torch.Tensor:
 # Multi-head attention where $q$ and $k$ of each head are L2-normalised and the
 # softmax temperature is learnt, one per head:
 #
-# $$\operatorname{Attn}(Q, K, V) = \operatorname{softmax}\big(e^{s_h} \hat Q \hat K^\top + M\big)\, V, \qquad \hat q = \frac{q}{\|q\|},\ \hat k = \frac{k}{\|k\|},$$
+# $$\operatorname{Attn} = \operatorname{softmax}\big(e^{s_h} \hat q \hat k^\top + A\big)\, v, \qquad \hat q = \frac{q}{\|q\|},\ \hat k = \frac{k}{\|k\|},$$
 #
-# with $s_h$ starting at $\log 4$ and capped at $\log 100$. The logits are cosines
+# for the queries, keys and values $q, k, v$ of one head (one row per token), with $A$
+# the mask ($0$ where attention is allowed, $-\infty$ elsewhere) and $s_h$ starting at $\log 4$ and capped at $\log 100$. The logits are cosines
 # times at most 100, so no head can blow up its softmax, the instability that large
 # transformers trained in mixed precision run into. $q$ and $v$ have biases, $k$
 # none (a bias on $k$ adds the same amount to every logit of a row and cancels in the
@@ -264,7 +265,7 @@ class AdaLNBeforeHead(nn.Module):
 # unconditionally. Ours is what the method intends (and the official sampler does not
 # go through `forward`, so its samples are unaffected).
 #
-# **Output.** The AdaLN head and a linear map to $K$ logits per token; the logits at
+# **Output.** The adaLN head and a linear map to $K$ logits per token; the logits at
 # the tokens of scale $k$ are the distribution of $r_k$.
 #
 # **Buffers.** The level of each token (`lvl`) and the block-causal mask (`mask`, bool)
@@ -354,8 +355,8 @@ class VAR(nn.Module):
 
     # ### The full forward pass (training, and the reference sampler)
     #
-    # `labels` $(B,)$, `x_in` $(B, T - 1, C_{vae})$ (the teacher-forcing inputs of the
-    # first scales; $T = L$ in training): logits $(B, T, V)$ under the block-causal
+    # `labels` $(B,)$, `x_in` $(B, T - 1, c)$ (the teacher-forcing inputs of the
+    # first scales; $T = L$ in training): logits $(B, T, K)$ under the block-causal
     # mask. In training mode, labels are dropped to the null class with probability
     # `cond_drop_rate`.
     def forward(self, labels: torch.Tensor, x_in: torch.Tensor, reveal=None) -> torch.Tensor:
@@ -538,7 +539,7 @@ def reveal_half(quant: MultiScaleQuantizer, tokens: torch.Tensor, prob: float = 
     return codes, where, ~where
 
 
-# One draw per token from the filtered softmax; logits $(B, l, V)$, tokens $(B, l)$.
+# One draw per token from the filtered softmax; logits $(B, l, K)$, tokens $(B, l)$.
 def sample_tokens(logits: torch.Tensor, top_k: int | None = None, top_p: float | None = None,
                   generator: torch.Generator | None = None) -> torch.Tensor:
     B, l, V = logits.shape

@@ -352,6 +352,6 @@ if __name__ == "__main__":
     print(f"parameters: codebook {quant.embedding.weight.numel():,}, "
           f"phis {sum(p.numel() for p in quant.phis.parameters()):,}")
     left = quant.pyramid(f)["energy_left"]
-    print("energy left after each scale:", [round(e, 3) for e in left])
+    print("energy left after each scale (untrained codes near 0: about 1):", [round(e, 3) for e in left])
     assert torch.allclose(quant.idxs_to_fhat(idxs), f_hat, atol=1e-5)
     print("check: decoding the token maps gives the f_hat that encoding built")

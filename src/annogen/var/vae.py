@@ -12,7 +12,7 @@ swapped for the multi-scale one ([[quant.py]]):
 $$f = W_q * E(x), \qquad \hat f = \operatorname{MSVQ}(f), \qquad \hat x = G(W_p * \hat f).$$
 
 Three differences from VQGAN's `imagenet_vqgan` configuration, all from the official
-`build_vae_var`: the latent has $C = 32$ channels and there is no separate code
+`build_vae_var`: the latent has $c = 32$ channels and there is no separate code
 length (VQGAN: `z_channels` 256, codes of 256); the base width is 160 instead of 128;
 and $W_q$, $W_p$ (`quant_conv`, `post_quant_conv`) are $3 \times 3$ convolutions, not
 $1 \times 1$. The encoder and decoder modules themselves are VQGAN's, imported
@@ -42,7 +42,7 @@ from annogen.var.quant import MultiScaleQuantizer, default_patch_nums
 #
 # `paper` is the official 256px tokenizer. `tiny` is VQGAN's tiny autoencoder
 # ([[vqgan/model.py#configurations]]: $32^2$ images, $f = 4$, widths 32 and 64,
-# attention at $8 \times 8$) with VAR's $C = 32$, a codebook of $V = 256$ codes and
+# attention at $8 \times 8$) with VAR's $c = 32$, a codebook of $K = 256$ codes and
 # the six scales $1, 2, 3, 4, 6, 8$ of an $8 \times 8$ latent: 130 tokens per image.
 # `patch_nums=None` picks the schedule for the latent side
 # ([[quant.py#scale-schedules]]).
@@ -76,7 +76,7 @@ class VAEConfig:
     def scales(self) -> tuple[int, ...]:
         return tuple(self.patch_nums) if self.patch_nums else default_patch_nums(self.latent)
 
-    # the tokens that make one image: $\sum_k p_k^2$
+    # the tokens that make one image: $\sum_k h_k^2$
     @property
     def num_tokens(self) -> int:
         return sum(p * p for p in self.scales())
@@ -142,3 +142,28 @@ def build_vae(preset: str = "tiny", in_channels: int | None = None, **overrides)
     if in_channels is not None:
         overrides = {"in_channels": in_channels, "out_channels": in_channels, **overrides}
     return VAE(VAEConfig(**{**asdict(PRESETS[preset]), **overrides}))
+
+
+# ## Demo
+#
+# `python src/annogen/var/vae.py`: the tiny autoencoder, untrained, on a batch of
+# random images: the shapes of the features, the token pyramid and the reconstruction;
+# the paper's tokenizer counted on the `meta` device; and the checked property that
+# decoding the encoded pyramid gives the model's own reconstruction.
+if __name__ == "__main__":
+    torch.manual_seed(0)
+    vae = build_vae("tiny").eval()
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        f = vae.features(x)
+        x_hat, loss, tokens = vae(x)
+        idxs = vae.img_to_idxs(x)
+        again = vae.idxs_to_img(idxs)
+    print(f"tiny: x {tuple(x.shape)} -> f {tuple(f.shape)} -> pyramid "
+          f"{[tuple(r.shape[1:]) for r in idxs]} ({tokens.shape[1]} tokens) -> x_hat {tuple(x_hat.shape)}")
+    print(f"tiny: {sum(p.numel() for p in vae.parameters()):,} parameters")
+    with torch.device("meta"):
+        paper = build_vae("paper")
+    print(f"paper: {sum(p.numel() for p in paper.parameters()):,} parameters (official: 108,948,355)")
+    assert torch.allclose(again, x_hat, atol=1e-5)
+    print("check: decoding the encoded pyramid gives the model's reconstruction")
