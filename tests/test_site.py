@@ -340,3 +340,90 @@ def test_builder_chapter_lists_every_builder_module():
     for module in (ROOT / "site_builder").glob("*.py"):
         assert module.resolve() in shown, f"{module.name} is missing from course.toml"
     assert (ROOT / "build.py").resolve() in shown
+
+
+# === The index: chapter cards with their figure; chapters with prose only ===
+
+def png(width: int, height: int) -> bytes:
+    """A valid PNG header of the given size (enough for the builder, which reads sizes)."""
+    import struct
+    import zlib
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    chunk = lambda kind, data: (struct.pack(">I", len(data)) + kind + data +  # noqa: E731
+                                struct.pack(">I", zlib.crc32(kind + data)))
+    raw = b"".join(b"\0" + b"\0" * 3 * width for _ in range(height))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw))
+            + chunk(b"IEND", b""))
+
+
+MANIFEST = '''[course]
+title = "T"
+[[parts]]
+title = "P"
+[[parts.chapters]]
+id = "ch"
+title = "A chapter with a long title that must wrap inside its card on the index page"
+path = "ch"
+figure = "figures/result.png"
+[[parts.chapters]]
+id = "notes"
+title = "Notation"
+path = "notes"
+intro = "notation.md"
+files = []
+'''
+
+
+@pytest.fixture
+def card_course(write, tmp_path):
+    write("ch/README.md", "# Chapter\n\n![A small grid](figures/grid.png)\n\n"
+          "![A big plot](figures/plot.png)\n\n<details>\n<summary>Lab notes</summary>\n\n"
+          "- tried **lr** $10^{-3}$, see __main__.py\n\n</details>\n")
+    (tmp_path / "ch" / "figures").mkdir()
+    (tmp_path / "ch" / "figures" / "result.png").write_bytes(png(64, 32))
+    (tmp_path / "ch" / "figures" / "grid.png").write_bytes(png(96, 96))
+    (tmp_path / "ch" / "figures" / "plot.png").write_bytes(png(1200, 600))
+    write("ch/m.py", "# Code.\nx = 1\n")
+    write("notes/notation.md", "# Notation\n\n$K$ is the codebook size.\n")
+    return write("course.toml", MANIFEST)
+
+
+def test_index_card_shows_the_chapter_figure_and_lists_no_page_twice(card_course, tmp_path, capsys):
+    out = tmp_path / "site"
+    code, io = run(["--manifest", card_course, "--out", out, "-q"], capsys)
+    assert code == 0, io.err
+    index = (out / "index.html").read_text()
+    title = "A chapter with a long title that must wrap inside its card on the index page"
+    assert re.search(rf'<img src="ch/figures/result.png" alt="{title}"[^>]* width="64" '
+                     r'height="32" class="thumb pixel-art">', index), index
+    assert (out / "ch" / "figures" / "result.png").read_bytes() == png(64, 32)
+    # The chapter's title links to its intro page; the list below shows the other pages.
+    main = index[index.index("<main"): index.index("</main>")]
+    assert main.count(title) == 2  # the card's link and the figure's alt text
+    assert main.count('href="ch/index.html"') == 1 and 'href="ch/m.html"' in main
+    # A chapter of prose only (files = []) builds, with its math.
+    notes = (out / "notes" / "index.html").read_text()
+    assert "codebook size" in notes and "arithmatex" in notes
+    assert 'data-chapter="notes"' in index and 'class="course-progress" data-total="2"' in index
+
+
+def test_missing_chapter_figure_is_an_error(card_course, tmp_path, capsys):
+    (tmp_path / "ch" / "figures" / "result.png").unlink()
+    code, io = run(["--manifest", card_course, "--out", tmp_path / "site", "-q"], capsys)
+    assert code == 1 and "chapter 'ch': figure figures/result.png does not exist" in io.err
+
+
+def test_figures_get_sizes_small_grids_are_pixel_art_and_lab_notes_hold_markdown(
+        card_course, tmp_path, capsys):
+    out = tmp_path / "site"
+    assert run(["--manifest", card_course, "--out", out, "-q"], capsys)[0] == 0
+    page = (out / "ch" / "index.html").read_text()
+    assert re.search(r'<img alt="A small grid" src="figures/grid.png" width="96" height="96" '
+                     r'class="pixel-art">', page), page
+    assert re.search(r'<img alt="A big plot" src="figures/plot.png" width="1200" height="600">',
+                     page)
+    notes = re.search(r"<details>(.*?)</details>", page, re.S).group(1)
+    assert "<summary>Lab notes</summary>" in notes and "<strong>lr</strong>" in notes
+    assert '<span class="arithmatex">' in notes and "__main__.py" in notes
+    # Every chapter page offers the "done" toggle for its chapter.
+    assert 'class="done-toggle" data-chapter="ch"' in page
