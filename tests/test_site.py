@@ -30,7 +30,7 @@ def run(args, capsys):
 @pytest.fixture(scope="module")
 def course_site(tmp_path_factory):
     out = tmp_path_factory.mktemp("course") / "site"
-    assert build.main(["--out", str(out), "-q"]) == 0
+    assert build.main(["--out", str(out), "-q", "--strict"]) == 0  # as CI builds it
     return out
 
 
