@@ -39,7 +39,7 @@ from annogen.train import add_train_args, config_from_args, save_image_grid, tra
 from annogen.sana.dcae import DCAE, count_parameters
 from annogen.sana.dcae import PRESETS as AE_PRESETS
 from annogen.sana.experiment import (DEFAULTS, AEExperiment, LatentCaptions, SanaExperiment,
-                                     ceilings, geneval, load_module)
+                                     ceilings, geneval, load_module, load_run)
 from annogen.sana.model import PRESETS, Sana
 from annogen.sana.text import TextExperiment
 
@@ -183,9 +183,8 @@ def enlarge(images: torch.Tensor, factor: int = 3) -> torch.Tensor:
 def write_figures(args, out: Path) -> None:
     from annogen.data import Shapes
     root = Path(args.out) / "sana" / args.run
-    ae, text = load_module(root / "ae", "ae"), load_module(root / "text", "text")
+    ae, text, model = load_run(root)
     exp = make_sana_experiment(args, ae, text)
-    model = load_module(root / "dit", "sana")
     held_out = Shapes(n=16, size=32, seed=1)
     captions = [held_out[i]["caption"] for i in range(16)]
     real = torch.stack([held_out[i]["image"] for i in range(16)])

@@ -114,6 +114,18 @@ def load_module(run_dir: str | Path, name: str):
     return module.eval()
 
 
+# A whole run: the three networks, the autoencoder's scaling factor restored from the
+# DiT's checkpoint (it is measured when the DiT's training starts).
+def load_run(root: str | Path) -> tuple[DCAE, TextEncoder, Sana]:
+    root = Path(root)
+    ae, text, model = (load_module(root / "ae", "ae"), load_module(root / "text", "text"),
+                       load_module(root / "dit", "sana"))
+    scale = load_checkpoint(root / "dit" / "checkpoint.pt")["extra"].get("latent_scale")
+    if scale is not None:
+        ae.scale.fill_(scale)
+    return ae, text, model
+
+
 # ## Latents and text states, once
 #
 # Both encoders are frozen, so their outputs never change: we compute them once for the
@@ -234,7 +246,8 @@ class SanaExperiment(Budgeted):
         return self.generate([held_out[i]["caption"] for i in range(n)])
 
     def extra_state(self) -> dict:
-        return {"sana_config": asdict(self.model.config), "shift": self.shift}
+        return {"sana_config": asdict(self.model.config), "shift": self.shift,
+                "latent_scale": self.ae.scaling_factor}
 
 
 # ## A toy GenEval
