@@ -95,12 +95,67 @@ def highlight_sections(sections: list[Section], lexer) -> list[str]:
     return out
 
 
-def pygments_css() -> str:
+# === Readable on every background ===
+#
+# Pygments' colours are chosen for one background. Our code also sits on the tinted
+# backgrounds of added, removed and emphasised lines, where several of them fall below
+# the 4.5:1 contrast that WCAG asks of text. We read the theme's backgrounds from the
+# stylesheet and move each token colour toward black (light theme) or white (dark
+# theme) just far enough to reach 4.5:1 on all of them.
+
+def _luminance(rgb: tuple[float, float, float]) -> float:
+    lin = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in rgb]
+    return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+
+
+def _rgb(color: str) -> tuple[float, float, float]:
+    h = color.lstrip("#")
+    if len(h) == 3:
+        h = "".join(c * 2 for c in h)
+    return tuple(int(h[i: i + 2], 16) / 255 for i in (0, 2, 4))
+
+
+def contrast(a: str, b: str) -> float:
+    la, lb = sorted((_luminance(_rgb(a)), _luminance(_rgb(b))), reverse=True)
+    return (la + 0.05) / (lb + 0.05)
+
+
+def readable(color: str, backgrounds: list[str], towards: str, ratio: float = 4.6) -> str:
+    target = _rgb(towards)
+    rgb = _rgb(color)
+    for step in range(21):
+        t = step / 20
+        mixed = tuple(c + (d - c) * t for c, d in zip(rgb, target))
+        out = "#" + "".join(f"{round(c * 255):02x}" for c in mixed)
+        if all(contrast(out, bg) >= ratio for bg in backgrounds):
+            return out
+    return towards
+
+
+def theme_backgrounds(css: str) -> dict[str, list[str]]:
+    """The background colours of each theme, from the stylesheet's variables."""
+    out = {}
+    for theme, selector in (("light", ":root"), ("dark", '[data-theme="dark"]')):
+        block = re.search(re.escape(selector) + r"\s*\{(.*?)\}", css, re.S)
+        found = re.findall(r"--(?:bg|docs-bg|code-bg|add-bg|del-bg|hl-bg):\s*(#[0-9a-fA-F]{3,6})",
+                           block.group(1) if block else "")
+        out[theme] = found or (["#ffffff"] if theme == "light" else ["#000000"])
+    return out
+
+
+def pygments_css(site_css: str = "") -> str:
     """Token colours for the light theme and, scoped under `[data-theme="dark"]`, the
     dark one. Generated at build time so both always match the installed Pygments."""
-    light = HtmlFormatter(style="default").get_style_defs([".code", ".docs .highlight"])
-    dark = HtmlFormatter(style="github-dark").get_style_defs(
-        ['[data-theme="dark"] .code', '[data-theme="dark"] .docs .highlight'])
+    backgrounds = theme_backgrounds(site_css)
+
+    def fix(css: str, theme: str) -> str:
+        towards = "#000000" if theme == "light" else "#ffffff"
+        return re.sub(r"(?<![-\w])color: (#[0-9a-fA-F]{3,6})",
+                      lambda m: "color: " + readable(m.group(1), backgrounds[theme], towards), css)
+    light = fix(HtmlFormatter(style="default").get_style_defs([".code", ".docs .highlight"]),
+                "light")
+    dark = fix(HtmlFormatter(style="github-dark").get_style_defs(
+        ['[data-theme="dark"] .code', '[data-theme="dark"] .docs .highlight']), "dark")
     # Each theme's page background comes from our stylesheet, not from Pygments.
     keep = [ln for ln in (light + "\n" + dark).split("\n")
             if "{ background" not in ln and "pre { line-height" not in ln]

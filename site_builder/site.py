@@ -341,7 +341,8 @@ def _write_assets(tmp: Path, prepared, with_mathjax: bool) -> None:
         dest = static / f.relative_to(STATIC)
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(f, dest)
-    (static / "pygments.css").write_text(pygments_css(), encoding="utf8")
+    css = (STATIC / "annogen.css").read_text(encoding="utf8")
+    (static / "pygments.css").write_text(pygments_css(css), encoding="utf8")
     if with_mathjax:
         src = mathjax_dir()
         for name in MATHJAX_FILES:

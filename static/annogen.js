@@ -117,12 +117,27 @@
       if (r.width > box.width || r.right > box.right + 1) el.classList.add("wide");
     });
   }
-  if (window.MathJax && MathJax.startup && MathJax.startup.promise) {
-    MathJax.startup.promise.then(markWide);
-    var resizeTimer = null;
-    window.addEventListener("resize", function () {
-      clearTimeout(resizeTimer); resizeTimer = setTimeout(markWide, 150);
+  /* A box that scrolls sideways (code, a wide table or formula) must be reachable from
+     the keyboard, so that arrow keys can scroll it: it gets a tab stop, and only while
+     it actually overflows. */
+  var SCROLLERS = "pre, .docs table, .prose table, div.arithmatex, .arithmatex-display, .arithmatex.wide";
+  function markScrollable() {
+    Array.prototype.forEach.call(document.querySelectorAll(SCROLLERS), function (el) {
+      if (el.scrollWidth > el.clientWidth + 1) {
+        if (!el.hasAttribute("tabindex")) el.setAttribute("tabindex", "0");
+      } else if (el.getAttribute("tabindex") === "0") {
+        el.removeAttribute("tabindex");
+      }
     });
+  }
+  function relayout() { markWide(); markScrollable(); }
+  markScrollable();
+  var resizeTimer = null;
+  window.addEventListener("resize", function () {
+    clearTimeout(resizeTimer); resizeTimer = setTimeout(relayout, 150);
+  });
+  if (window.MathJax && MathJax.startup && MathJax.startup.promise) {
+    MathJax.startup.promise.then(relayout);
   }
 
   /* ---- search over window.ANNOGEN_SEARCH (static/search-index.js) ---- */

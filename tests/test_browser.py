@@ -12,6 +12,7 @@ browsers that `playwright install` downloads are not used.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sys
 import textwrap
@@ -47,6 +48,28 @@ r"""
 Inline math $a_1 * b_2$ keeps its star and its subscripts; $\cancel{c}$ needs a
 TeX extension that MathJax loads on demand (from the local copy).
 """
+
+# ## Wide things
+#
+# An update over two lines, $\theta_t \leftarrow \theta_{t-1} - \alpha \cdot
+# \frac{m_t}{\sqrt{v_t}}$, run by __main__.py, and a long inline formula
+# $a_1 + a_2 + a_3 + a_4 + a_5 + a_6 + a_7 + a_8 + a_9 + a_{10} + a_{11} + a_{12} + a_{13} + a_{14} + a_{15} + a_{16} + a_{17} + a_{18} + a_{19} + a_{20} + a_{21} + a_{22} + a_{23} + a_{24}$.
+#
+# $$
+# \operatorname{pipeline}(x) = D\Big(q\big(E(x_1)\big) + q\big(E(x_2)\big) + q\big(E(x_3)\big) + q\big(E(x_4)\big) + q\big(E(x_5)\big) + q\big(E(x_6)\big) + q\big(E(x_7)\big)\Big)
+# $$
+#
+# | model | parameters | tokens | steps | images per second | memory | notes on the run |
+# | --- | --- | --- | --- | --- | --- | --- |
+# | a rather long model name | 123,456,789 | 16,384 | 1,000,000 | 12.5 | 24 GiB | trained on the whole dataset twice |
+#
+# <details>
+# <summary>Lab notes</summary>
+#
+# - tried **lr** $10^{-3}$
+#
+# </details>
+counts = [0] * 3  # $n_i$ counts per class, $\sum_i n_i = N$
 
 # Prose directly above display math
 # $$
@@ -108,7 +131,7 @@ def find_chromium() -> str | None:
 @pytest.fixture(scope="module")
 def site(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("course") / "site"
-    assert build.main(["--out", str(out), "-q"]) == 0
+    assert build.main(["--out", str(out), "-q", "--strict"]) == 0
     return out
 
 
@@ -619,4 +642,257 @@ def test_next_links_visit_every_page_once(site, offline):
         f"missing {sorted(map(str, chapter_pages - set(visited)))}")
     assert len(visited) == len(chapter_pages)
     assert not page.problems, page.problems
+    offline.check()
+
+
+# ---------------------------------------------------------------------------
+# 8. Layout on a phone and on a wide screen
+# ---------------------------------------------------------------------------
+
+# Nothing may make the page wider than the window; what is wider than its column
+# (a table, a display formula, a long inline formula, code) scrolls in its own box, is
+# reachable from the keyboard when it does, and a centred formula keeps its left end.
+LAYOUT = """() => {
+  const c = document.documentElement.clientWidth, problems = [];
+  if (document.documentElement.scrollWidth > c + 1) {
+    const wide = Array.from(document.querySelectorAll('main *')).filter(el => {
+      if (el.getBoundingClientRect().right <= c + 1) return false;
+      for (let p = el.parentElement; p && p !== document.body; p = p.parentElement)
+        if (getComputedStyle(p).overflowX !== 'visible') return false;
+      return true;
+    }).slice(0, 3).map(el => el.tagName + '.' + el.className + ': ' + (el.textContent || '').slice(0, 40));
+    problems.push(`page is ${document.documentElement.scrollWidth} px wide in a ${c} px window: ${wide}`);
+  }
+  document.querySelectorAll('.arithmatex').forEach(box => {
+    const m = box.querySelector('mjx-container');
+    if (!m) return;
+    const a = box.getBoundingClientRect(), b = m.getBoundingClientRect();
+    if (b.left < a.left - 1) problems.push('formula cut off on the left: ' + box.textContent.slice(0, 40));
+  });
+  document.querySelectorAll('pre, .docs table, .prose table, div.arithmatex, .arithmatex.wide').forEach(el => {
+    if (el.scrollWidth > el.clientWidth + 1) {
+      if (!['auto', 'scroll'].includes(getComputedStyle(el).overflowX))
+        problems.push('wide box does not scroll: ' + el.tagName + ' ' + el.textContent.slice(0, 40));
+      if (el.tabIndex < 0) problems.push('scrolling box not focusable: ' + el.tagName);
+    }
+  });
+  return problems;
+}"""
+
+
+def _all_pages(site, demo):
+    return [(site, rel) for rel in html_pages(site)] + [(demo, rel) for rel in html_pages(demo)]
+
+
+@pytest.mark.parametrize("width", [390, 1280])
+def test_no_page_scrolls_sideways_and_wide_content_scrolls_in_its_box(site, demo, offline, width):
+    ctx = offline.context(viewport={"width": width, "height": 844})
+    page = offline.page(ctx)
+    problems = []
+    for folder, rel in _all_pages(site, demo):
+        page.goto(url(folder, rel))
+        wait_for_mathjax(page)
+        page.evaluate("() => new Promise(r => requestAnimationFrame(() => r()))")
+        problems += [f"{folder.name}/{rel} at {width} px: {p}" for p in page.evaluate(LAYOUT)]
+    assert not problems, "\n".join(problems)
+    # The demo's wide things are really there, each scrolling inside its own box.
+    page.goto(url(demo, "demo.html"))
+    wait_for_mathjax(page)
+    page.evaluate("() => new Promise(r => requestAnimationFrame(() => r()))")
+    widths = page.evaluate("""() => ({
+      table: document.querySelector('.docs table').scrollWidth > document.querySelector('.docs table').clientWidth,
+      display: Array.from(document.querySelectorAll('div.arithmatex')).some(d => d.scrollWidth > d.clientWidth + 1),
+      wideInline: document.querySelectorAll('span.arithmatex.wide').length})""")
+    if width == 390:
+        assert widths == {"table": True, "display": True, "wideInline": 1}, widths
+    offline.check()
+
+
+# ---------------------------------------------------------------------------
+# 9. Accessibility: axe-core on every page, light and dark
+# ---------------------------------------------------------------------------
+
+# axe's colour-contrast rule dominates its run time, and most of that is spent on the
+# code column, where thousands of token spans repeat a few dozen (line mark, token
+# class) pairs. On every page we run every rule on everything but the code column,
+# and colour-contrast on one element of each distinct pair in it: every combination
+# that occurs on the page is checked, duplicates are not. In dark mode only the
+# colour rule runs; the others do not depend on the theme.
+AXE_REPRESENTATIVES = """() => {
+  const seen = new Set();
+  document.querySelectorAll('.code pre .line, .code pre .line > span').forEach(el => {
+    const line = el.classList.contains('line') ? el : el.parentElement;
+    const own = el === line;
+    if (own && !Array.from(el.childNodes).some(c => c.nodeType === 3 && c.textContent.trim())) return;
+    const key = line.className + '|' + (own ? '' : el.className);
+    if (seen.has(key)) return;
+    seen.add(key);
+    el.setAttribute('data-axe-sample', '');
+  });
+  return seen.size;
+}"""
+AXE_RUN = """async (dark) => {
+  const base = {resultTypes: ['violations']};
+  const colour = {...base, runOnly: {type: 'rule', values: ['color-contrast']}};
+  const runs = [await axe.run({exclude: [['.code pre']]}, dark ? colour : base)];
+  if (document.querySelector('[data-axe-sample]'))
+    runs.push(await axe.run({include: [['[data-axe-sample]']]}, colour));
+  const out = [];
+  for (const r of runs) for (const v of r.violations)
+    if (v.impact === 'serious' || v.impact === 'critical')
+      out.push(`${v.id} (${v.impact}) on ${v.nodes.length} element(s), e.g. ` +
+               `${JSON.stringify(v.nodes[0].target)}: ${(v.nodes[0].failureSummary || '').replace(/\\s+/g, ' ').slice(0, 200)}`);
+  return out;
+}"""
+# What axe cannot judge: every image has a real description, and the landmarks and
+# language are there.
+PAGE_BASICS = """() => {
+  const p = [];
+  document.querySelectorAll('img').forEach(i => {
+    if (!(i.getAttribute('alt') || '').trim()) p.push('image without alt text: ' + i.getAttribute('src'));
+  });
+  if (document.documentElement.lang !== 'en') p.push('no document language');
+  for (const sel of ['header', 'main#content', 'footer', 'nav']) if (!document.querySelector(sel)) p.push('no ' + sel);
+  const skip = document.querySelector('body > a.skip-link');
+  if (!skip || skip !== document.body.firstElementChild || skip.getAttribute('href') !== '#content')
+    p.push('no skip link first in the page');
+  return p;
+}"""
+
+
+def _axe_script() -> str:
+    try:
+        from axe_playwright_python.sync_playwright import Axe
+    except ImportError:
+        _fail_or_skip("axe-playwright-python is not installed: pip install -e '.[test]'")
+    return Axe().axe_script
+
+
+@pytest.mark.parametrize("theme", ["light", "dark"])
+def test_axe_finds_no_serious_violation_on_any_page(site, demo, offline, theme):
+    ctx = offline.context(color_scheme=theme)
+    ctx.add_init_script(_axe_script())
+    page = offline.page(ctx)
+    problems = []
+    pages = _all_pages(site, demo)
+    for folder, rel in pages:
+        page.goto(url(folder, rel))
+        wait_for_mathjax(page)
+        assert page.evaluate("() => document.documentElement.dataset.theme") == theme
+        page.evaluate(AXE_REPRESENTATIVES)
+        where = f"{folder.name}/{rel} ({theme})"
+        problems += [f"{where}: {p}" for p in page.evaluate(AXE_RUN, theme == "dark")]
+        if theme == "light":
+            problems += [f"{where}: {p}" for p in page.evaluate(PAGE_BASICS)]
+    assert len(pages) >= 10
+    assert not problems, "\n".join(problems)
+    offline.check()
+
+
+def test_axe_check_catches_a_violation(demo, offline):
+    """The check above can fail: a low-contrast line and an image without alt text."""
+    ctx = offline.context()
+    ctx.add_init_script(_axe_script())
+    page = offline.page(ctx)
+    page.goto(url(demo, "demo.html"))
+    wait_for_mathjax(page)
+    page.evaluate("""() => {
+      document.querySelector('.docs p').style.color = '#ddd';
+      document.querySelector('.code pre .line span').style.color = '#eee';
+      document.querySelector('.docs').appendChild(document.createElement('img'));
+    }""")
+    page.evaluate(AXE_REPRESENTATIVES)
+    found = " ".join(page.evaluate(AXE_RUN, False) + page.evaluate(PAGE_BASICS))
+    assert "color-contrast" in found and "image without alt text" in found
+    assert found.count("color-contrast") == 2  # prose, and the code sample
+
+
+def test_keyboard_skip_link_and_visible_focus(site, offline):
+    page = offline.page()
+    page.goto(url(site, "vqvae/model.html"))
+    page.keyboard.press("Tab")
+    focused = page.evaluate("""() => { const e = document.activeElement, r = e.getBoundingClientRect(),
+        s = getComputedStyle(e);
+        return {cls: e.className, top: r.top, h: r.height, outline: s.outlineStyle, width: s.outlineWidth}; }""")
+    assert focused["cls"] == "skip-link" and focused["top"] >= 0 and focused["h"] > 0, focused
+    assert focused["outline"] != "none" and focused["width"] != "0px", focused
+    page.keyboard.press("Enter")
+    assert page.evaluate("() => document.activeElement.id") == "content"
+    # The next Tab lands inside the content, on a visibly focused element.
+    page.keyboard.press("Tab")
+    ring = page.evaluate("""() => { const e = document.activeElement;
+        return {inMain: !!e.closest('main'), outline: getComputedStyle(e).outlineStyle}; }""")
+    assert ring == {"inMain": True, "outline": "solid"}, ring
+    offline.check()
+
+
+# ---------------------------------------------------------------------------
+# 10. Progress through the course
+# ---------------------------------------------------------------------------
+
+def test_marking_a_chapter_done_shows_on_the_index_and_survives_a_reload(site, offline):
+    ctx = offline.context()
+    page = offline.page(ctx)
+    page.goto(url(site, "vqvae/model.html"))
+    toggle = page.locator(".done-toggle")
+    assert toggle.get_attribute("data-chapter") == "vqvae"
+    assert toggle.get_attribute("aria-pressed") == "false"
+    total = int(page.locator(".course-progress").get_attribute("data-total"))
+    toggle.click()
+    assert toggle.get_attribute("aria-pressed") == "true"
+    assert page.locator(".course-progress").inner_text() == f"1 of {total} chapters done"
+    page.goto(url(site, "index.html"))
+    card = page.locator('li.chapter[data-chapter="vqvae"]')
+    expect(card).to_have_class(re.compile(r"\bdone\b"))
+    assert card.locator(".done-badge").is_visible()
+    assert page.locator('li.chapter.done').count() == 1
+    assert page.locator("p.course-progress").inner_text() == f"1 of {total} chapters done"
+    page.reload()
+    assert page.locator('li.chapter.done').count() == 1
+    # Another page of the same chapter knows; undoing clears it everywhere.
+    page.goto(url(site, "vqvae/index.html"))
+    assert page.locator(".done-toggle").get_attribute("aria-pressed") == "true"
+    page.locator(".done-toggle").click()
+    page.goto(url(site, "index.html"))
+    assert page.locator('li.chapter.done').count() == 0
+    assert page.locator("p.course-progress").inner_text() == f"0 of {total} chapters done"
+    offline.check()
+
+
+# ---------------------------------------------------------------------------
+# 11. Math in code comments, dunder names, search snippets
+# ---------------------------------------------------------------------------
+
+def test_comment_math_is_typeset_and_copied_as_written(demo, offline):
+    page = offline.page()
+    page.goto(url(demo, "demo.html"))
+    wait_for_mathjax(page)
+    comment = page.locator(".code .line", has_text="counts").locator(".c1")
+    assert comment.locator("mjx-container").count() == 2
+    assert page.locator(".code .line", has_text="counts").locator(".n mjx-container").count() == 0
+    page.evaluate("""() => { window.__copied = null;
+      document.execCommand = () => { window.__copied = document.querySelector('textarea').value; return true; };
+      if (navigator.clipboard) navigator.clipboard.writeText = t => { window.__copied = t; return Promise.resolve(); };
+    }""")
+    section = page.locator(".section", has=page.locator(".line", has_text="counts"))
+    section.locator(".copy-code").click(force=True)
+    copied = page.evaluate("() => window.__copied")
+    assert "counts = [0] * 3  # $n_i$ counts per class, $\\sum_i n_i = N$" in copied, copied
+    # Dunder names stay names; the formula over two comment lines is typeset.
+    wide = page.locator(".docs", has_text="Wide things")
+    assert "__main__.py" in wide.inner_text() and wide.locator("strong").all_text_contents() == ["lr"]
+    assert wide.locator("p span.arithmatex mjx-mfrac").count() == 1
+    assert "$" not in wide.locator("p").first.inner_text()
+    offline.check()
+
+
+def test_search_snippets_show_no_tex(demo, offline):
+    page = offline.page()
+    page.goto(url(demo, "demo.html"))
+    page.fill("#search-input", "update")
+    results = page.locator("#search-results")
+    expect(results.locator("a").first).to_be_visible()
+    text = results.inner_text()
+    assert "update" in text.lower()
+    assert "$" not in text and "\\" not in text, text
     offline.check()
