@@ -197,7 +197,8 @@ class R3GANExperiment(Budgeted):
         self.D.requires_grad_(False)
         try:
             x_fake = G(torch.randn(len(x), z_dim, device=x.device), y)
-            loss_g = g_loss_fn(D(x.detach(), y), D(x_fake, y))
+            real_logits = D(x.detach(), y) if self.loss == "rpgan" else None  # NS ignores them
+            loss_g = g_loss_fn(real_logits, D(x_fake, y))
         finally:
             self.D.requires_grad_(True)
         loop.backward_step(loss_g, "g")

@@ -14,7 +14,7 @@ drives the 2-D toy ([[toy.py]]) and the image GAN ([[experiment.py]]).
 
 We write $f(t) = \operatorname{softplus}(-t) = \log(1 + e^{-t})$: a smooth hinge, large
 for negative $t$, near zero for large positive $t$. VQGAN's discriminator used the
-piecewise-linear hinge $\max(0, 1 - t)$ instead ([[../vqgan/losses.py#the-hinge-loss]]).
+piecewise-linear hinge $\max(0, 1 - t)$ instead ([[vqgan/losses.py#the-hinge-loss]]).
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def ns_d_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
     return (F.softplus(-real_logits) + F.softplus(fake_logits)).mean()
 
 
-def ns_g_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
+def ns_g_loss(real_logits: Tensor | None, fake_logits: Tensor) -> Tensor:
     r"""Non-saturating generator loss $f(D(G(z)))$, batch mean (real logits unused)."""
     del real_logits
     return F.softplus(-fake_logits).mean()
@@ -151,3 +151,18 @@ def ema_decay_from_half_life(half_life_images: float, batch_size: int) -> float:
     if half_life_images <= 0:
         return 0.0
     return 0.5 ** (batch_size / half_life_images)
+
+
+# ## The demo
+#
+# `python -m annogen.r3gan.losses`: both losses at equal logits ($\log 2$), and $R_1$ of a
+# linear discriminator $D(x) = w \cdot x$, which must be $\lVert w \rVert^2$ for every sample.
+if __name__ == "__main__":
+    t = torch.randn(4)
+    print(f"equal logits: RpGAN D {rpgan_d_loss(t, t):.6f}, G {rpgan_g_loss(t, t):.6f}, "
+          f"log 2 = {math.log(2):.6f}")
+    w = torch.randn(3 * 8 * 8)
+    x = torch.randn(4, 3, 8, 8, requires_grad=True)
+    r1 = gradient_penalty(x.flatten(1) @ w, x)
+    print(f"linear D: R1 per sample {[round(v, 4) for v in r1.tolist()]}, "
+          f"||w||^2 = {float(w.square().sum()):.4f}")
