@@ -64,6 +64,8 @@ def make_parser() -> Parser:
     p.add_argument("--text-steps", type=int, default=DEFAULTS["text"]["steps"])
     p.add_argument("--plain", action="store_true",
                    help="train the autoencoder without the residual shortcuts (the baseline)")
+    p.add_argument("--plain-run", default="plain",
+                   help="--figures: the run whose autoencoder was trained with --plain")
     p.add_argument("--figures", metavar="DIR",
                    help="write the README figures from the run OUT/sana/RUN into DIR and exit")
     p.add_argument("--threads", type=positive_int, default=None,
@@ -175,7 +177,9 @@ def make_sana_experiment(args, ae, text) -> SanaExperiment:
 # From a finished run: `samples.png` (held-out captions, two rows per caption group:
 # generated, then the real image of the same caption, pixels enlarged three times) and
 # `resolution.png` (the same captions sampled on the trained $4 \times 4$ latent and on an
-# $8 \times 8$ one, which a model with no positional embedding accepts).
+# $8 \times 8$ one, which a model with no positional embedding accepts), and
+# `autoencoders.png` (held-out images, their reconstructions by the residual DC-AE, and
+# by the plain autoencoder of run `--plain-run`).
 def enlarge(images: torch.Tensor, factor: int = 3) -> torch.Tensor:
     return images.repeat_interleave(factor, dim=2).repeat_interleave(factor, dim=3)
 
@@ -199,7 +203,14 @@ def write_figures(args, out: Path) -> None:
     torch.manual_seed(args.seed)
     small = exp.generate(captions[:8], model=model)
     save_image_grid(torch.cat([enlarge(small, 6), enlarge(big, 3)]), out / "resolution.png", nrow=8)
-    print(f"wrote {out / 'samples.png'} and {out / 'resolution.png'}")
+    plain_dir = Path(args.out) / "sana" / args.plain_run / "ae"
+    if (plain_dir / "checkpoint.pt").exists():
+        plain = load_module(plain_dir, "ae")
+        x = real[:8]
+        with torch.no_grad():
+            rows = [x, ae(x).clamp(-1, 1), plain(x).clamp(-1, 1)]
+        save_image_grid(enlarge(torch.cat(rows)), out / "autoencoders.png", nrow=8)
+    print(f"wrote {out / 'samples.png'}, {out / 'resolution.png'} and {out / 'autoencoders.png'}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -135,13 +135,14 @@ def load_run(root: str | Path) -> tuple[DCAE, TextEncoder, Sana]:
 # training images, so the diffusion model sees unit variance.
 class LatentCaptions(Dataset):
     def __init__(self, dataset, ae: DCAE, text: TextEncoder, batch_size: int = 256):
+        items = [dataset[i] for i in range(len(dataset))]  # each item drawn once
         with torch.no_grad():
-            images = torch.stack([dataset[i]["image"] for i in range(len(dataset))])
+            images = torch.stack([it["image"] for it in items])
             ae.compute_scaling_factor(images[:512])
             self.latents = torch.cat([ae.encode(b) for b in images.split(batch_size)]) \
                 * ae.scaling_factor
-            self.captions = [dataset[i]["caption"] for i in range(len(dataset))]
-            self.labels = torch.stack([dataset[i]["label"] for i in range(len(dataset))])
+            self.captions = [it["caption"] for it in items]
+            self.labels = torch.stack([it["label"] for it in items])
             states = [text.encode(self.captions[j:j + batch_size])
                       for j in range(0, len(dataset), batch_size)]
         self.text = torch.cat([s for s, _ in states])
@@ -313,7 +314,7 @@ def ceilings(ae: DCAE, n: int = 256) -> dict:
 # image cannot hold at all. A bilinearly enlarged $32^2$ sample has almost none there; a
 # real $64^2$ shapes image, with its sharp edges, has some.
 def high_frequency_energy(images: Tensor, cutoff: float = 0.25) -> float:
-    r"""Mean fraction of power at $|f_x|$ or $|f_y| > $ `cutoff` cycles per pixel."""
+    r"""Mean fraction of power at $|f_x| > c$ or $|f_y| > c$, with $c$ = `cutoff` cycles per pixel."""
     x = images.float() - images.float().mean(dim=(-2, -1), keepdim=True)
     power = torch.fft.fft2(x).abs().pow(2)
     fy = torch.fft.fftfreq(x.shape[-2]).abs()[:, None]

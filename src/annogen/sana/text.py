@@ -14,7 +14,7 @@ them, and on a long instruction prepended to the prompt ("complex human instruct
 that makes the LLM's states more about the image wanted.
 
 We cannot download Gemma. The shapes captions ([[data.py#the-dataset]]) use a
-vocabulary of 23 words, so a small language model trained here in a minute or two learns
+vocabulary of 21 words, so a small language model trained here in a few minutes learns
 them: a word tokenizer ([[#the-tokenizer]]), a causal transformer of width 128 trained to
 predict the next word ([[#the-language-model]]), and its last hidden states, after the
 final layer norm, as the text tokens ([[#encoding-captions]]). Like Sana's, our encoder
