@@ -667,6 +667,12 @@ def main(argv: list[str] | None = None) -> int:
         grid[r * (S + 2) + 1:r * (S + 2) + 1 + S, c * (S + 2) + 1:c * (S + 2) + 1 + S] = x
     Image.fromarray(grid).save(args.out)
     print(f"{len(ds)} images of {ds.channels}x{S}x{S}, {ds.num_classes} classes; grid in {args.out}")
+    if isinstance(ds, Shapes):  # the property the course's scores rest on
+        ok = sum(read_shapes(it["image"]) == ds.attributes(j) for j, it in enumerate(items))
+        print(f"checked: the checker reads every attribute back from the pixels of {ok} of "
+              f"{len(items)} images")
+        if ok != len(items):
+            return 1
     return 0
 
 

@@ -589,14 +589,43 @@ def _feature_stats(x: Tensor, net, batch_size: int) -> tuple[Tensor, Tensor]:
 #   FID can be improved by matching ImageNet class statistics without the images
 #   looking better ([Kynkäänniemi et al. (2023)](https://arxiv.org/abs/2203.06026)).
 #
-# Some numbers make this concrete. With the default feature net for `shapes` at 32
-# pixels, and 1000 images on each side, we measured (the exact values move a little
-# with the draw and the machine):
+# ### The floor of a toy FID
 #
-# - two fresh draws of real images: 43 to 54. This is the floor; with 200 images on
-#   each side it is about 290, which is the sample-size bias at work;
+# Two draws of real images, $n$ each, have a positive toy FID: the **floor**, below
+# which no model can be told from the data. It is almost entirely the sample-size bias
+# above. We measured it with the default feature net for `shapes` at 32 pixels (the
+# cached one, trained with seed 0) and, to see how much the net matters, with the same
+# net trained with seed 1; each cell is the mean and the range over four pairs of
+# independent draws:
+#
+# | $n$ | 64 | 256 | 1,000 | 4,000 |
+# |---|---|---|---|---|
+# | default net (seed 0) | 1,010 (835 to 1,117) | 260 (235 to 294) | 64 (50 to 80) | 17.5 (15.5 to 21.0) |
+# | $n 	imes$ floor | 64,700 | 66,600 | 63,800 | 70,000 |
+# | net trained with seed 1 | 1,436 (1,257 to 1,570) | 386 (348 to 447) | 96 (82 to 110) | 24.3 (20.5 to 27.5) |
+#
+# So the floor falls like $1/n$: about $65{,}000 / n$ for the default net. It depends
+# on three things:
+#
+# - **on $n$**, as $1/n$: compare toy FIDs only at the same $n$;
+# - **on the feature net**: FID is measured in squared feature units, and a net trained
+#   with another seed spreads its 64 features more (the trace of their covariance is
+#   4,900 instead of 3,550), which raises the floor by half, and moves every other toy
+#   FID too. Only numbers computed with the same net can be compared;
+# - **on the draw**: at a fixed $n$ the floor moves by about $\pm 25\%$ from one pair of
+#   draws to another (50 to 80 at $n = 1{,}000$).
+#
+# Of the floor, the difference of the two means accounts for only about a tenth
+# ($2 \operatorname{tr}\Sigma / n$, 7 at $n = 1{,}000$); the rest is the noise of two
+# $64 \times 64$ covariance matrices estimated from $n$ images. The chapters report their
+# toy FIDs with the floor of their own $n$ and draws next to them (`toy_fid_floor`).
+#
+# Some numbers make the blind spots concrete. With the default net and 1,000 images on
+# each side, we measured (the exact values move with the draw, as the floor does):
+#
 # - real images against the same kind of images with every colour swapped for another
-#   (red drawn blue, blue drawn green, ...): 51 to 67, inside the floor's range. Each
+#   (red drawn blue, blue drawn green, ...): 51 to 67, inside the range of the floor
+#   (50 to 80 at this $n$). Each
 #   image now contradicts its caption, yet as a *set* they look like the data, and a
 #   distance between sets cannot object. Attribute accuracy can: colour 0.13;
 # - Gaussian noise of standard deviation 0.1 on every pixel: 50, no change, and
@@ -614,10 +643,37 @@ def _feature_stats(x: Tensor, net, batch_size: int) -> tuple[Tensor, Tensor]:
 #
 # `python -m annogen.metrics train-featurenet --data shapes --image-size 32 [--steps N]`
 # trains the feature net, caches it and prints its accuracy and where it went.
+# `python -m annogen.metrics` alone checks three of the metrics above against their
+# closed forms, in a second.
+def demo() -> int:
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(4, 3, 32, 32, generator=g) * 2 - 1
+    y = x + 0.1 * torch.randn(x.shape, generator=g)
+    mse = (x - y).pow(2).flatten(1).mean(1)
+    got = psnr(x, y)
+    assert torch.allclose(got, 10 * torch.log10(4 / mse))
+    print(f"PSNR of 4 images with noise of std 0.1: {got.mean():.2f} dB "
+          f"(10 log10(4 / MSE) = {10 * torch.log10(4 / mse).mean():.2f})")
+    k = torch.arange(16).repeat(10)
+    assert abs(codebook_perplexity(k, 64) - 16) < 1e-9 and codebook_usage(k, 64) == 0.25
+    print(f"16 of K = 64 codes used equally often: usage {codebook_usage(k, 64):.2f}, "
+          f"perplexity {codebook_perplexity(k, 64):.2f}")
+    d = 4
+    mu1, mu2 = torch.zeros(d, dtype=torch.float64), torch.ones(d, dtype=torch.float64)
+    s1, s2 = torch.eye(d, dtype=torch.float64), 4 * torch.eye(d, dtype=torch.float64)
+    fd = frechet_distance(mu1, s1, mu2, s2)
+    # closed form: |mu1 - mu2|^2 + tr(S1 + S2 - 2 (S1 S2)^(1/2)) = 4 + 4 (1 + 4 - 4)
+    assert abs(fd - 8.0) < 1e-9
+    print(f"Frechet distance of N(0, I) and N(1, 4I) in 4 dimensions: {fd:.6f} (closed form: 8)")
+    print("checked: all three against their closed forms. Train the toy-FID feature net with "
+          "`python -m annogen.metrics train-featurenet --data shapes`.")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     from annogen.train import ArgumentParser  # one-line errors, like every chapter's CLI
     parser = ArgumentParser(prog="python -m annogen.metrics", description="Metrics of the annogen course.")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser,
+    sub = parser.add_subparsers(dest="command", parser_class=ArgumentParser,
                                 metavar="{train-featurenet}")
     p = sub.add_parser("train-featurenet", help="train and cache the feature net for toy FID")
     p.add_argument("--data", default="shapes", help="shapes | digits | an image folder")
@@ -627,6 +683,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
     args = parser.parse_args(argv)
+    if args.command is None:
+        return demo()
     if args.steps < 1 or args.image_size < 4 or args.batch_size < 1:
         parser.error("--steps and --batch-size must be >= 1 and --image-size >= 4")
     try:

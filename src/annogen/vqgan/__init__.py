@@ -20,19 +20,51 @@ reading order:
   the benchmark.
 * [[__main__.py]]: `python -m annogen.vqgan`.
 
-The names below are what the rest of the course imports from `annogen.vqgan`.
+The names below are what the rest of the course imports from `annogen.vqgan`. They are
+loaded on first use, so that running one file of the chapter (`python -m
+annogen.vqgan.model`) does not import the others first.
 """
 
-from .losses import (LPIPS, NLayerDiscriminator, VQGANLoss, adaptive_weight, generator_loss,
-                     hinge_d_loss)
-from .model import (PRESETS, VQGAN, AttnBlock, Decoder, Encoder, ResnetBlock, VQGANConfig,
-                    VQGANQuantizer, build_vqgan)
-from .transformer import GPT, GPTConfig, build_gpt, top_k_filter, top_p_filter
+from __future__ import annotations
 
-__all__ = [
-    "VQGAN", "VQGANConfig", "VQGANQuantizer", "Encoder", "Decoder", "ResnetBlock", "AttnBlock",
-    "PRESETS", "build_vqgan",
-    "NLayerDiscriminator", "LPIPS", "VQGANLoss", "hinge_d_loss", "generator_loss",
-    "adaptive_weight",
-    "GPT", "GPTConfig", "build_gpt", "top_k_filter", "top_p_filter",
-]
+import importlib
+
+# Each exported name and the module of the chapter that defines it.
+_EXPORTS = {
+    "LPIPS": "losses",
+    "NLayerDiscriminator": "losses",
+    "VQGANLoss": "losses",
+    "adaptive_weight": "losses",
+    "generator_loss": "losses",
+    "hinge_d_loss": "losses",
+    "PRESETS": "model",
+    "VQGAN": "model",
+    "AttnBlock": "model",
+    "Decoder": "model",
+    "Encoder": "model",
+    "ResnetBlock": "model",
+    "VQGANConfig": "model",
+    "VQGANQuantizer": "model",
+    "build_vqgan": "model",
+    "GPT": "transformer",
+    "GPTConfig": "transformer",
+    "build_gpt": "transformer",
+    "top_k_filter": "transformer",
+    "top_p_filter": "transformer",
+}
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"annogen.vqgan.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'annogen.vqgan' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)
+
+
+if __name__ == "__main__":
+    print("The VQGAN chapter. Train it with `python -m annogen.vqgan`; run one of its files "
+          "with `python -m annogen.vqgan.model`.")

@@ -40,12 +40,12 @@ from annogen.metrics import toy_fid
 from annogen.train import ArgumentParser as Parser
 from annogen.train import add_train_args, config_from_args, save_image_grid, top_k_arg, top_p_arg, train
 
-from .experiment import (DEFAULTS, TransformerExperiment, VQGANExperiment, encode_dataset,
+from annogen.vqgan.experiment import (DEFAULTS, TransformerExperiment, VQGANExperiment, encode_dataset,
                          evaluate_transformer, evaluate_vqgan, interleave_rows, load_gpt,
                          load_vqgan)
-from .losses import NLayerDiscriminator
-from .model import build_vqgan
-from .transformer import build_gpt
+from annogen.vqgan.losses import NLayerDiscriminator
+from annogen.vqgan.model import build_vqgan
+from annogen.vqgan.transformer import build_gpt
 
 
 def make_parser() -> Parser:

@@ -43,9 +43,9 @@ from annogen.metrics import codebook_perplexity, codebook_usage, psnr, score_lab
 from annogen.train import (Budgeted, Experiment, TrainConfig, load_checkpoint, save_image_grid,
                            seed_everything, torch_threads, train)
 
-from .losses import LPIPS, VQGANLoss
-from .model import VQGAN, VQGANConfig, build_vqgan
-from .transformer import GPT, GPTConfig, build_gpt
+from annogen.vqgan.losses import LPIPS, VQGANLoss
+from annogen.vqgan.model import VQGAN, VQGANConfig, build_vqgan
+from annogen.vqgan.transformer import GPT, GPTConfig, build_gpt
 
 
 # ## The tiny defaults
@@ -546,3 +546,17 @@ def _benchmark(budget_seconds: float, out: Path, seed: int, stage1_share: float,
     save_image_grid(images[:63], run_dir / "transformer" / "eval-samples.png", nrow=9)
     (out / "benchmark.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
+
+
+# ## Run this file
+#
+# This file holds the recipes; the command line runs them. `python -m
+# annogen.vqgan.experiment` says what to run.
+if __name__ == "__main__":
+    print("""The VQGAN training recipes. To run them:
+
+    python -m annogen.vqgan --threads 1          # both stages, tiny, on shapes (about 6 min)
+    python -m annogen.vqgan --stage vqgan        # the autoencoder and its critic only
+    python -m annogen.vqgan --stage transformer --resume
+    python -m annogen.vqgan --preset paper       # the ImageNet f16 sizes, counted, not trained
+    python benchmarks/vq.py --only vqgan         # both stages for a fixed wall-clock budget""")

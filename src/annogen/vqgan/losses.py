@@ -357,3 +357,27 @@ class VQGANLoss(nn.Module):
         d_loss = self.factor(step) * hinge_d_loss(logits_real, logits_fake)
         return d_loss, {"d_loss": d_loss.item(), "logits_real": logits_real.mean().item(),
                         "logits_fake": logits_fake.mean().item()}
+
+
+# ## Run this file
+#
+# `python -m annogen.vqgan.losses` builds the tiny discriminator, shows its grid of
+# patch logits, and checks the adaptive weight against its definition: $\lambda$ must
+# make the two gradients at the last layer equally large, so scaling $\mathcal{L}_G$ by
+# 10 must divide $\lambda$ by 10.
+if __name__ == "__main__":
+    torch.manual_seed(0)
+    disc = NLayerDiscriminator(3, ndf=32, n_layers=2)
+    x = torch.rand(4, 3, 32, 32) * 2 - 1
+    logits = disc(x)
+    print(f"tiny PatchGAN: {sum(p.numel() for p in disc.parameters()):,} parameters; "
+          f"images {tuple(x.shape)} -> logits {tuple(logits.shape)}")
+    W = torch.randn(8, 8, requires_grad=True)
+    h = torch.randn(16, 8) @ W
+    rec, g = h.pow(2).mean(), -h.sin().mean()
+    lam = adaptive_weight(rec, g, W, delta=0.0)
+    lam10 = adaptive_weight(rec, 10 * g, W, delta=0.0)
+    assert torch.allclose(lam, 10 * lam10, rtol=1e-5)
+    print(f"checked: lambda = {lam.item():.4f}, and {lam10.item():.5f} with the adversarial loss x 10")
+    print(f"hinge loss of the untrained critic: {hinge_d_loss(logits, disc(-x)).item():.3f} "
+          "(2 when it cannot tell the two apart and its logits are near 0)")

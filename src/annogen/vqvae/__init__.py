@@ -18,17 +18,46 @@ The chapter's code, in reading order:
 * [[__main__.py]]: `python -m annogen.vqvae`, which runs both stages on a CPU in
   minutes, resumes them, counts the paper model's parameters and redraws the figures.
 
-The names below are what the rest of the course imports from `annogen.vqvae`; the
+The names below are what the rest of the course imports from `annogen.vqvae`. They are
+loaded on first use, so that running one file of the chapter (`python -m
+annogen.vqvae.model`) does not import the others first; the
 training code is imported from `annogen.vqvae.experiment`, so that using the model does
 not pull in the training loop.
 """
 
-from .model import (PRESETS, VQVAE, Decoder, Encoder, ResidualBlock, VectorQuantizer,
-                    VQVAEConfig, build_vqvae)
-from .prior import PRIOR_PRESETS, GatedBlock, GatedPixelCNN, PriorConfig, build_prior
+from __future__ import annotations
 
-__all__ = [
-    "VectorQuantizer", "ResidualBlock", "Encoder", "Decoder", "VQVAE", "VQVAEConfig",
-    "PRESETS", "build_vqvae",
-    "GatedBlock", "GatedPixelCNN", "PriorConfig", "PRIOR_PRESETS", "build_prior",
-]
+import importlib
+
+# Each exported name and the module of the chapter that defines it.
+_EXPORTS = {
+    "PRESETS": "model",
+    "VQVAE": "model",
+    "Decoder": "model",
+    "Encoder": "model",
+    "ResidualBlock": "model",
+    "VectorQuantizer": "model",
+    "VQVAEConfig": "model",
+    "build_vqvae": "model",
+    "PRIOR_PRESETS": "prior",
+    "GatedBlock": "prior",
+    "GatedPixelCNN": "prior",
+    "PriorConfig": "prior",
+    "build_prior": "prior",
+}
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"annogen.vqvae.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'annogen.vqvae' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)
+
+
+if __name__ == "__main__":
+    print("The VQVAE chapter. Train it with `python -m annogen.vqvae`; run one of its files "
+          "with `python -m annogen.vqvae.model`.")

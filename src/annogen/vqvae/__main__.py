@@ -35,10 +35,10 @@ import torch
 from annogen.data import Shapes, add_data_args, dataset_from_args, make_dataset
 from annogen.train import add_train_args, config_from_args, pick_device, save_image_grid, train
 
-from .experiment import (PriorExperiment, VQVAEExperiment, encode_dataset, evaluate_prior,
+from annogen.vqvae.experiment import (PriorExperiment, VQVAEExperiment, encode_dataset, evaluate_prior,
                          evaluate_vqvae, interleave_rows, load_prior, load_vqvae)
-from .model import PRESETS, build_vqvae
-from .prior import PRIOR_PRESETS, build_prior
+from annogen.vqvae.model import PRESETS, build_vqvae
+from annogen.vqvae.prior import PRIOR_PRESETS, build_prior
 from annogen.train import ArgumentParser as Parser
 
 

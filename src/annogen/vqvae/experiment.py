@@ -43,8 +43,8 @@ from annogen.metrics import (attribute_accuracy, codebook_perplexity, codebook_u
                              load_feature_net, psnr, toy_fid)
 from annogen.train import Experiment, TrainConfig, load_checkpoint, save_image_grid, train
 
-from .model import VQVAE, VQVAEConfig, build_vqvae
-from .prior import GatedPixelCNN, PriorConfig, build_prior
+from annogen.vqvae.model import VQVAE, VQVAEConfig, build_vqvae
+from annogen.vqvae.prior import GatedPixelCNN, PriorConfig, build_prior
 
 __all__ = [
     "VQVAEExperiment", "PriorExperiment", "CodeGrids", "encode_dataset", "load_vqvae",
@@ -506,3 +506,17 @@ def benchmark(budget_seconds: float, out: Path, seed: int = 0,
     out.mkdir(parents=True, exist_ok=True)
     (out / "benchmark.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf8")
     return result
+
+
+# ## Run this file
+#
+# This file holds the recipes; the command line runs them. `python -m
+# annogen.vqvae.experiment` says what to run.
+if __name__ == "__main__":
+    print("""The VQ-VAE training recipes. To run them:
+
+    python -m annogen.vqvae --threads 1          # both stages, tiny, on shapes (about 10 min)
+    python -m annogen.vqvae --stage vqvae        # the autoencoder only
+    python -m annogen.vqvae --stage prior --resume
+    python -m annogen.vqvae --preset paper       # the paper's sizes, counted, not trained
+    python benchmarks/vq.py --only vqvae         # both stages for a fixed wall-clock budget""")

@@ -500,3 +500,28 @@ def build_vqvae(preset: str = "tiny", in_channels: int = 3, **overrides) -> VQVA
     if preset not in PRESETS:
         raise ValueError(f"unknown VQ-VAE preset {preset!r}; choose one of {sorted(PRESETS)}")
     return VQVAE(replace(PRESETS[preset], in_channels=in_channels, **overrides))
+
+
+# ## Run this file
+#
+# `python -m annogen.vqvae.model` builds the tiny VQ-VAE, codes four shapes and checks
+# the quantiser's defining property: every $z_q$ vector is the codebook entry nearest
+# to its $z_e$, found here by brute force over all $K$ codes.
+if __name__ == "__main__":
+    from annogen.data import Shapes
+
+    torch.manual_seed(0)
+    model = build_vqvae("tiny").eval()
+    x = torch.stack([Shapes(n=4)[i]["image"] for i in range(4)])
+    with torch.no_grad():
+        z_e = model.encoder(x)
+        z_q, vq_loss, k = model.vq(z_e)
+        x_hat = model.decoder(z_q)
+    print(f"tiny VQ-VAE: {sum(p.numel() for p in model.parameters()):,} parameters, "
+          f"K = {model.vq.num_codes}, D = {model.vq.dim}")
+    print(f"x {tuple(x.shape)} -> z_e {tuple(z_e.shape)} -> codes {tuple(k.shape)} -> x_hat {tuple(x_hat.shape)}")
+    z = z_e.permute(0, 2, 3, 1).reshape(-1, model.vq.dim)
+    nearest = torch.cdist(z, model.vq.codebook).argmin(dim=1)
+    assert torch.equal(nearest, k.flatten()), "a code is not the nearest one"
+    assert torch.allclose(z_q.permute(0, 2, 3, 1).reshape(-1, model.vq.dim), model.vq.codebook[nearest])
+    print(f"checked: each of the {k.numel()} z_q vectors is the nearest of the {model.vq.num_codes} codes")
