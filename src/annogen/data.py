@@ -628,7 +628,7 @@ def add_data_args(parser: argparse.ArgumentParser, default: str = "shapes"):
     g.add_argument("--data-size", type=positive_int, default=None,
                    help="number of images (default: 10000 generated, or the whole folder)")
     g.add_argument("--data-seed", type=int, default=0,
-                   help="seed of the generated images (default: %(default)s)")
+                   help="seed of the generated training images; held-out images use seed + 1 and + 2 (default: %(default)s)")
     return parser
 
 

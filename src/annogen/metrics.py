@@ -677,10 +677,11 @@ def main(argv: list[str] | None = None) -> int:
                                 metavar="{train-featurenet}")
     p = sub.add_parser("train-featurenet", help="train and cache the feature net for toy FID")
     p.add_argument("--data", default="shapes", help="shapes | digits | an image folder")
-    p.add_argument("--image-size", type=int, default=32)
-    p.add_argument("--steps", type=int, default=2000)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--image-size", type=int, default=32, help="side of the images in pixels (default: %(default)s)")
+    p.add_argument("--steps", type=int, default=2000, help="training steps (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="random seed of the training; the held-out images use seed + 1 (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=64, help="images per step (default: %(default)s)")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
     args = parser.parse_args(argv)
     if args.command is None:

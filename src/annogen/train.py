@@ -186,7 +186,7 @@ ARG_HELP = {
     "ckpt_every": (int, "save a checkpoint every N steps"),
     "log_every": (int, "write a line to metrics.jsonl every N steps"),
     "sample_every": (int, "redraw samples.png every N steps"),
-    "seed": (int, "random seed"),
+    "seed": (int, "random seed of the weights, the data order and the samples (which images: --data-seed)"),
     "device": (str, "auto (cuda > mps > cpu), cpu, cuda, cuda:1, mps"),
     "num_workers": (int, "DataLoader worker processes"),
     "out": (str, "root folder of all runs"),

@@ -80,9 +80,12 @@ def make_parser() -> Parser:
     g.add_argument("--lpips-vgg", metavar="PATH", help="local VGG16 weights: turns LPIPS on")
     g.add_argument("--lpips-lin", metavar="PATH", help="local LPIPS lin weights (vgg.pth)")
     g = p.add_argument_group("stage 2: transformer")
-    g.add_argument("--gpt-steps", type=int, default=DEFAULTS["transformer"]["steps"])
-    g.add_argument("--gpt-lr", type=float, default=DEFAULTS["transformer"]["lr"])
-    g.add_argument("--gpt-batch-size", type=int, default=DEFAULTS["transformer"]["batch_size"])
+    g.add_argument("--gpt-steps", type=int, default=DEFAULTS["transformer"]["steps"],
+                   help="optimizer steps of the transformer (default: %(default)s; 0 with --resume: only resample)")
+    g.add_argument("--gpt-lr", type=float, default=DEFAULTS["transformer"]["lr"],
+                   help="learning rate of the transformer (default: %(default)s)")
+    g.add_argument("--gpt-batch-size", type=int, default=DEFAULTS["transformer"]["batch_size"],
+                   help="code grids per step of the transformer (default: %(default)s)")
     g.add_argument("--gpt-layers", type=int, default=None, help="transformer layers (tiny: 2)")
     g.add_argument("--gpt-width", type=int, default=None, help="transformer width (tiny: 128)")
     g.add_argument("--top-k", type=top_k_arg, default=DEFAULTS["sampling"]["top_k"],
@@ -90,7 +93,8 @@ def make_parser() -> Parser:
     g.add_argument("--top-p", type=top_p_arg, default=DEFAULTS["sampling"]["top_p"],
                    help="nucleus sampling: the smallest set of codes with mass p ('none': off; "
                         "default: %(default)s)")
-    g.add_argument("--temperature", type=float, default=1.0)
+    g.add_argument("--temperature", type=float, default=1.0,
+                   help="divide the logits by this before sampling (default: %(default)s)")
     g.add_argument("--eval-samples", type=int, default=420,
                    help="samples to score after stage 2 (0: none)")
     g.add_argument("--fid", action="store_true",
