@@ -3,6 +3,7 @@
     python benchmarks/diffusion.py                   # DDPM/DDIM, DiT with flow matching, cost
     python benchmarks/diffusion.py --only dit --budget 300
     python benchmarks/diffusion.py --only cost       # seconds per forward vs tokens (seconds)
+    python benchmarks/diffusion.py --only dit-space --budget 600   # DiT on latents vs pixels
     python benchmarks/diffusion.py --quick           # a smoke run: tiny budgets, few samples
 
 Parts:
@@ -10,6 +11,10 @@ Parts:
   pixel-space U-Net trained with L_simple, sampled with DDPM (1000 steps) and DDIM (20, 50).
 - `dit`: `annogen.dit.experiment.benchmark(...)`, the tiny DiT trained with flow matching,
   sampled with Euler (20, 50) and Flow-DPM-Solver (10, 20), guidance 2.
+- `dit-space`: the same DiT benchmark on the latents of the ldm chapter's KL autoencoder
+  (`--ae-run`, default runs/ldm/default) and on pixels, equal training budgets, 20 steps
+  of Flow-DPM-Solver, toy FID on --n-eval samples (1024), attribute accuracy, s / image.
+  Not in the default set of parts (it needs a trained autoencoder).
 - `cost`: `annogen.dit.experiment.forward_cost(tokens)`, seconds per forward pass of a
   stack of DiT blocks at 256, 1024 and 4096 tokens (softmax attention).
 
@@ -52,6 +57,16 @@ def run_part(part: str, args, out: Path) -> dict:
         from annogen.dit.experiment import benchmark
         result = benchmark(args.budget, out / "dit", seed=args.seed, samplers=DIT_SAMPLERS,
                            n_eval=args.n_eval)
+    elif part == "dit-space":
+        # the DiT on the ldm autoencoder's latents and on pixels, the same training budget
+        # each (the autoencoder's own training time is reported beside it), one sampler
+        from annogen.dit.experiment import benchmark
+        result = {"rows": []}
+        for space in ("latent", "pixel"):
+            r = benchmark(args.budget, out / f"dit-{space}", seed=args.seed,
+                          samplers=(("dpm", 20),), n_eval=args.n_eval, space=space,
+                          ae_run=args.ae_run)
+            result["rows"] += [{**row, "space": space, "model": r["model"]} for row in r["rows"]]
     else:
         from annogen.dit.experiment import forward_cost
         result = {"rows": forward_cost(tokens=args.tokens, threads=args.threads)}
@@ -104,6 +119,16 @@ def print_tables(results: dict) -> None:
     for part, res in results.items():
         if "error" in res:
             print(f"\n{part}: FAILED: {res['error']}")
+    if "dit-space" in results and "rows" in results["dit-space"]:
+        print("\n| DiT on | tokens | training steps | training s | autoencoder s | toy FID "
+              "(n) | attribute accuracy | valid | s / image |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        for r in results["dit-space"]["rows"]:
+            m = r["model"]
+            print(f"| {r['space']} | {m['tokens']} | {m['steps']} | {show(m['train_seconds'])} | "
+                  f"{show(m.get('ae_train_seconds'))} | {show(r.get('toy_fid'))} ({m['n_eval']}) | "
+                  f"{show(r.get('attribute_accuracy'))} | {show(r.get('valid'))} | "
+                  f"{show(r.get('sec_per_image'))} |")
     if "dit" in results:
         verdict = target_verdict(results["dit"])
         if verdict:
@@ -121,7 +146,10 @@ def main(argv=None) -> int:
     p.add_argument("--ddpm-n-eval", type=int, default=256, help="samples per DDPM/DDIM sampler")
     p.add_argument("--quick", action="store_true",
                    help="smoke run: 20 s budgets, 32 samples, tokens 64/256")
-    p.add_argument("--only", choices=["ddpm", "dit", "cost"], default=None)
+    p.add_argument("--only", choices=["ddpm", "dit", "dit-space", "cost"], default=None)
+    p.add_argument("--ae-run", type=Path, default=ROOT / "runs" / "ldm" / "default",
+                   help="KL autoencoder run folder for --only dit-space "
+                        "(train it first: python -m annogen.ldm)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (default: %(default)s; two threads on a busy 2-core "
                         "machine are slower than one)")

@@ -5,6 +5,7 @@ limit, sampling Gaussian data with the closed-form optimal noise predictor, and 
 U-Net's shapes, initialisation and the paper preset's parameter count."""
 
 import math
+from unittest import mock
 
 import pytest
 import torch
@@ -155,6 +156,10 @@ def test_ddim_timesteps_skip_uniformly_and_all_steps_visit_every_t():
     assert d.ddim_timesteps(50) == list(range(0, 1000, 20))
     assert d.ddim_timesteps(20) == list(range(0, 1000, 50))
     assert d.ddim_timesteps(1000) == list(range(1000))
+    # as the DDIM reference code, range(0, T, T // S) whole: S = 30 gives 31 steps
+    # (k = 33, 0 to 990) and S = 300 gives 334 (k = 3), not a list cut to S entries
+    assert d.ddim_timesteps(30) == [33 * i for i in range(31)]
+    assert len(d.ddim_timesteps(300)) == 334 and d.ddim_timesteps(300)[-1] == 999
     with pytest.raises(ValueError):
         d.ddim_timesteps(0)
 
@@ -374,3 +379,47 @@ def test_config_rejects_sizes_the_unet_cannot_halve():
         UNet(UNetConfig(image_size=30))
     with pytest.raises(ValueError):
         build_unet("huge")
+
+
+class GaussianOptimalV(GaussianOptimalEps):
+    """The same optimal predictor, written as v = (eps - sqrt(1 - ab) x_t) / sqrt(ab)."""
+
+    def forward(self, x, t, y=None):
+        ab = self.ab[t].float().view(-1, *([1] * (x.dim() - 1)))
+        return (super().forward(x, t, y) - (1 - ab).sqrt() * x) / ab.sqrt()
+
+
+def test_v_prediction_loss_targets_v_and_converts_back_to_eps_and_x0():
+    d = Diffusion(prediction="v")
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.rand(4, 3, 4, 4, generator=g) * 2 - 1
+    eps = torch.randn(x0.shape, generator=g)
+    t = torch.tensor([0, 10, 500, 999])
+    ab = torch.tensor(naive_alpha_bar())[t].float().view(-1, 1, 1, 1)
+    v = ab.sqrt() * eps - (1 - ab).sqrt() * x0  # written out by hand
+    torch.testing.assert_close(d.v_target(x0, t, eps), v, atol=1e-6, rtol=1e-5)
+    x_t = d.q_sample(x0, t, eps)
+    torch.testing.assert_close(d.output_to_eps(x_t, t, v), eps, atol=1e-5, rtol=1e-5)
+    # x0 through the eps the sampler sees (t < T: at t = T dividing by sqrt(ab) amplifies rounding)
+    torch.testing.assert_close(d.predict_x0(x_t, t, d.output_to_eps(x_t, t, v))[:3], x0[:3],
+                               atol=1e-3, rtol=1e-3)
+
+    # the loss is the squared error against v: zero for the model that outputs v
+    class Oracle(torch.nn.Module):
+        def forward(self, x, tt, y=None):
+            return v
+    with mock.patch("torch.randint", return_value=t), mock.patch("torch.randn", return_value=eps):
+        assert d.loss(Oracle(), x0).item() < 1e-10
+        assert Diffusion(prediction="eps").loss(Oracle(), x0).item() > 0.1
+    with pytest.raises(ValueError, match="prediction"):
+        Diffusion(prediction="x0")
+
+
+def test_v_prediction_samples_like_the_equivalent_eps_predictor():
+    # the same optimal predictor in the two parameterisations gives the same samples
+    shape = (16, 1, 2, 2)
+    for sample in (lambda d, m, g: d.ddim_sample(m, shape, 20, eta=1.0, generator=g),
+                   lambda d, m, g: d.ddim_sample(m, shape, 10, generator=g, clip=True)):
+        a = sample(Diffusion(), GaussianOptimalEps(0.3, 0.5), torch.Generator().manual_seed(1))
+        b = sample(Diffusion(prediction="v"), GaussianOptimalV(0.3, 0.5), torch.Generator().manual_seed(1))
+        torch.testing.assert_close(a, b, atol=2e-4, rtol=1e-3)

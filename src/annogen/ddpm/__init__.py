@@ -22,12 +22,22 @@ training code is imported from `annogen.ddpm.experiment`, so that using the mode
 not pull in the training loop.
 """
 
-from .diffusion import Diffusion, linear_beta_schedule
-from .unet import (PRESETS, AttnBlock, Downsample, ResnetBlock, UNet, UNetConfig, Upsample,
-                   build_unet, count_parameters, timestep_embedding)
-
 __all__ = [
     "linear_beta_schedule", "Diffusion",
     "UNet", "UNetConfig", "PRESETS", "build_unet", "count_parameters", "timestep_embedding",
     "ResnetBlock", "AttnBlock", "Downsample", "Upsample",
 ]
+
+_WHERE = {name: module for module, names in {
+    "diffusion": ["Diffusion", "linear_beta_schedule"],
+    "unet": ["PRESETS", "AttnBlock", "Downsample", "ResnetBlock", "UNet", "UNetConfig", "Upsample", "build_unet", "count_parameters", "timestep_embedding"],
+}.items() for name in names}
+
+
+# The names are loaded on first use, so that `python -m annogen.ddpm.<file>` runs the
+# file without importing it twice.
+def __getattr__(name: str):
+    if name in _WHERE:
+        import importlib
+        return getattr(importlib.import_module(f"annogen.ddpm.{_WHERE[name]}"), name)
+    raise AttributeError(f"module 'annogen.ddpm' has no attribute {name!r}")

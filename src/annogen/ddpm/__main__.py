@@ -37,9 +37,10 @@ import torch
 from annogen.data import add_data_args, dataset_from_args, make_dataset
 from annogen.train import add_train_args, config_from_args, save_image_grid, train
 
-from .diffusion import Diffusion
-from .experiment import TINY_STEPS, TINY_TRAINING, DDPMExperiment, class_labels, evaluate, load_model, sample_images
-from .unet import PRESETS, build_unet, count_parameters
+from annogen.ddpm.diffusion import Diffusion
+from annogen.ddpm.experiment import (TINY_PREDICTION, TINY_STEPS, TINY_TRAINING, DDPMExperiment, class_labels,
+                         evaluate, load_diffusion, load_model, sample_images)
+from annogen.ddpm.unet import PRESETS, build_unet, count_parameters
 from annogen.train import ArgumentParser as Parser
 
 
@@ -64,6 +65,10 @@ def build_parser() -> Parser:
                    help="classifier-free guidance weight w; 1 = plain conditional (default: %(default)s)")
     p.add_argument("--variance", choices=("beta", "beta_tilde"), default="beta",
                    help="sigma_t^2 of the DDPM step (default: %(default)s, as the official CIFAR-10 run)")
+    p.add_argument("--prediction", choices=("eps", "v"), default=None,
+                   help="what the network predicts: the noise (the paper) or v (Salimans & Ho "
+                        "2022) (default: %s for tiny, eps for paper; a resumed run keeps its own)"
+                        % TINY_PREDICTION)
     p.add_argument("--label-dropout", type=float, default=0.1,
                    help="fraction of training labels replaced by the null label (default: %(default)s)")
     p.add_argument("--warmup", type=int, default=None,
@@ -102,7 +107,11 @@ def describe_paper(channels: int, size: int) -> str:
 
 def run(args, dataset) -> Path:
     cfg = config_from_args(args)
-    diffusion = Diffusion(variance=args.variance)
+    prediction = args.prediction or (TINY_PREDICTION if args.preset == "tiny" else "eps")
+    ckpt = Path(cfg.out) / DDPMExperiment.name / cfg.run / "checkpoint.pt"
+    if cfg.resume and ckpt.exists():
+        prediction = load_diffusion(ckpt.parent).prediction
+    diffusion = Diffusion(variance=args.variance, prediction=prediction)
     grid_steps = args.sampling_steps if args.sampler == "ddim" else 50
     exp = DDPMExperiment(args.preset, label_dropout=args.label_dropout, warmup=args.warmup,
                          decay=args.decay, decay_steps=args.decay_steps,
@@ -143,7 +152,7 @@ def run(args, dataset) -> Path:
 # ## The README's figures
 #
 # `--figures DIR` trains nothing. It draws, at twice the data's size (`samples.png` at
-# its own size):
+# three times):
 #
 # * `forward.png`: the forward process on six training images, $x_t$ from
 #   [[diffusion.py#jumping-to-any-step]] at $t = 0, 50, 100, 200, 400, 700, 999$;
@@ -161,7 +170,7 @@ def upscale(x: torch.Tensor, factor: int = 2) -> torch.Tensor:
 def draw_figures(args, out_dir: Path) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     run_dir = Path(args.out) / DDPMExperiment.name / args.run
-    diffusion = Diffusion(variance=args.variance)
+    diffusion = load_diffusion(run_dir, args.variance)
     model = load_model(run_dir)
     written = []
     data = make_dataset(args.data, size=args.image_size, n=6, seed=args.data_seed)
@@ -179,8 +188,8 @@ def draw_figures(args, out_dir: Path) -> list[Path]:
         labels, nrow = class_labels(64, model.num_classes, per_row=8), 8
     n = 64 if labels is None else len(labels)
     images, _ = sample_images(model, diffusion, n, "ddim", 50, labels=labels, seed=args.seed)
-    # at the data's own size: noisy backgrounds do not compress, and a page figure must stay small
-    written.append(save_image_grid(images, out_dir / "samples.png", nrow=nrow))
+    # three times the data's size, so that the page shows it at a readable size
+    written.append(save_image_grid(upscale(images, 3), out_dir / "samples.png", nrow=nrow))
     k = 8
     y = class_labels(k, model.num_classes)
     rows = [sample_images(model, diffusion, k, "ddim", s, labels=y, seed=args.seed)[0] for s in (10, 20, 50)]

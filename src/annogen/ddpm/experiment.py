@@ -34,10 +34,10 @@ from annogen.metrics import load_feature_net, toy_fid
 from annogen.train import (Experiment, TrainConfig, load_checkpoint, save_image_grid,
                            torch_threads, train)
 
-from .diffusion import Diffusion
-from .unet import UNet, UNetConfig, build_unet
+from annogen.ddpm.diffusion import Diffusion
+from annogen.ddpm.unet import UNet, UNetConfig, build_unet
 
-__all__ = ["DDPMExperiment", "load_model", "sample_images", "evaluate", "score_labels",
+__all__ = ["DDPMExperiment", "load_model", "load_diffusion", "sample_images", "evaluate", "score_labels",
            "class_labels", "benchmark", "TINY_TRAINING"]
 
 
@@ -55,6 +55,7 @@ __all__ = ["DDPMExperiment", "load_model", "sample_images", "evaluate", "score_l
 # [[#the-training-step]]; measured in the chapter's README).
 TINY_TRAINING = dict(lr=2e-3, batch_size=32, ema_decay=0.995, grad_clip=1.0)
 TINY_STEPS = 2000
+TINY_PREDICTION = "eps"
 WARMUP = {"tiny": 100, "paper": 5000}
 DECAY = {"tiny": True, "paper": False}
 
@@ -101,7 +102,7 @@ class DDPMExperiment(Experiment):
         self.decay = DECAY.get(preset, True) if decay is None else decay
         self.decay_steps, self._decay_steps_given = decay_steps, decay_steps is not None
         self.sample_steps, self.budget_seconds, self.clip = sample_steps, budget_seconds, clip
-        self.diffusion = diffusion or Diffusion()
+        self.diffusion = diffusion or Diffusion(prediction=TINY_PREDICTION if preset == "tiny" else "eps")
 
     def configure(self, device: torch.device) -> None:
         data = self.dataset
@@ -171,7 +172,8 @@ class DDPMExperiment(Experiment):
     # rebuild the network from the run folder alone.
     def extra_state(self) -> dict:
         return {"unet_config": asdict(self.model.cfg), "label_dropout": self.label_dropout,
-                "warmup": self.warmup, "decay": self.decay, "decay_steps": self.decay_steps}
+                "warmup": self.warmup, "decay": self.decay, "decay_steps": self.decay_steps,
+                "prediction": self.diffusion.prediction}
 
     def load_extra_state(self, state: dict) -> None:
         saved = state.get("unet_config")
@@ -207,6 +209,16 @@ def load_model(run_dir: str | os.PathLike, device: str | torch.device = "cpu",
     weights = ckpt["ema"].get("unet") if ema and "unet" in ckpt.get("ema", {}) else ckpt["modules"]["unet"]
     model.load_state_dict(weights)
     return model.to(device).eval()
+
+
+# The diffusion a run was trained with: what its network predicts ($\epsilon$ or $v$)
+# is in the checkpoint; `variance` is a sampling choice.
+def load_diffusion(run_dir: str | os.PathLike, variance: str = "beta") -> Diffusion:
+    path = Path(run_dir) / "checkpoint.pt"
+    if not path.exists():
+        raise FileNotFoundError(f"no DDPM checkpoint at {path}; train first (python -m annogen.ddpm)")
+    ckpt = load_checkpoint(path)
+    return Diffusion(variance=variance, prediction=ckpt["extra"].get("prediction", "eps"))
 
 
 # ## Sampling
@@ -312,15 +324,18 @@ def evaluate(model, diffusion: Diffusion, sampler: str, steps: int, n: int, real
 def benchmark(budget_seconds: float, out: Path, seed: int = 0,
               samplers=(("ddpm", 1000), ("ddim", 20), ("ddim", 50)), n_eval: int = 256,
               n_eval_ddpm: int | None = 64, data_size: int = 50_000,
-              threads: int | None = 1) -> dict:
+              threads: int | None = 1, prediction: str | None = None,
+              training: dict | None = None, **overrides) -> dict:
     r"""Train the tiny DDPM for a wall-clock budget on 32px shapes, then measure each
     sampler; return (and write to `out/benchmark.json`) the numbers."""
     out = Path(out)
     with torch_threads(threads):
         train_data = make_dataset("shapes", 32, n=data_size, seed=seed)
         cfg = TrainConfig(steps=10 ** 9, out=str(out), run=f"bench-{seed}", seed=seed, device="cpu",
-                          log_every=50, ckpt_every=10 ** 9, sample_every=10 ** 9, **TINY_TRAINING)
-        exp = DDPMExperiment("tiny", budget_seconds=budget_seconds)
+                          log_every=50, ckpt_every=10 ** 9, sample_every=10 ** 9,
+                          **{**TINY_TRAINING, **(training or {})})
+        diffusion = Diffusion(prediction=prediction or TINY_PREDICTION)
+        exp = DDPMExperiment("tiny", budget_seconds=budget_seconds, diffusion=diffusion, **overrides)
         load_before = os.getloadavg()[0]
         run_dir = train(exp, train_data, cfg)
         model = load_model(run_dir)
@@ -363,3 +378,10 @@ def _last_loss(run_dir: Path) -> float | None:
     from annogen.train import read_metrics
     records = [r for r in read_metrics(run_dir / "metrics.jsonl") if "loss" in r]
     return records[-1]["loss"] if records else None
+
+
+# `python -m annogen.ddpm.experiment` says what to run.
+if __name__ == "__main__":
+    print("Train the tiny DDPM and sample it with DDIM-50:  python -m annogen.ddpm --threads 1\n"
+          "The samplers at a fixed training budget:          python benchmarks/diffusion.py --only ddpm\n"
+          "The chapter's tests:                              python -m pytest tests/test_ddpm*.py -q")

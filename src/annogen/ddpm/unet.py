@@ -28,6 +28,19 @@ The layer layout follows the official code (`diffusion_tf/models/unet.py` of
 hojonathanho/diffusion), module for module, so that the `paper` preset has exactly the
 parameters of the paper's CIFAR-10 model. We add one option the paper does not have:
 a class label (see [[#UNet]]).
+
+**Where we differ from the official code** (the same network, other numbers at the
+start): its GroupNorm uses $\epsilon = 10^{-6}$, ours PyTorch's default $10^{-5}$;
+and it initialises every convolution and linear layer Glorot-uniform
+(TensorFlow's `variance_scaling(1, "fan_avg", "uniform")`) with zero biases, where we
+keep PyTorch's defaults (Kaiming-uniform with $a = \sqrt 5$, uniform biases): weight
+variance $1/(3\,n_{in})$ against Glorot's $2/(n_{in} + n_{out})$, three times smaller for
+a layer with as many inputs as outputs. The
+layers the official code starts at zero (the last convolution of each residual
+block, the attention output, the output layer) start at zero here too, so the untrained
+network is the identity in every block either way. A released checkpoint's weights load
+and give the same outputs to within the $\epsilon$ difference; training from scratch
+starts from a different point.
 """
 
 from __future__ import annotations
@@ -330,3 +343,27 @@ class UNet(nn.Module):
                 h = level.upsample(h)
 
         return self.conv_out(F.silu(self.norm_out(h)))
+
+
+# ## Try it
+#
+# `python -m annogen.ddpm.unet`: the tiny class-conditional U-Net on a batch of noisy
+# $32 \times 32$ images, its size, and the property the zero-initialised output layer
+# promises: the untrained network predicts $\epsilon = 0$ exactly.
+@torch.no_grad()
+def demo() -> None:
+    torch.manual_seed(0)
+    net = build_unet("tiny", num_classes=21).eval()
+    x_t, t, y = torch.randn(4, 3, 32, 32), torch.tensor([0, 250, 500, 999]), torch.tensor([0, 5, 10, -1])
+    out = net(x_t, t, y)
+    print(f"tiny U-Net: {count_parameters(net):,} parameters (21 classes); "
+          f"x_t {tuple(x_t.shape)} -> eps_theta {tuple(out.shape)}")
+    print(f"untrained output is exactly zero: {bool((out == 0).all())}")
+    with torch.device("meta"):
+        paper = build_unet("paper")
+    print(f"paper (CIFAR-10) preset: {count_parameters(paper):,} parameters")
+    assert (out == 0).all()
+
+
+if __name__ == "__main__":
+    demo()

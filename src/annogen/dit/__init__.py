@@ -19,12 +19,21 @@ The samplers and the loss come from the flow-matching chapter ([[flow/flow.py]])
 names below are what the rest of the course imports from `annogen.dit`.
 """
 
-from .model import (PRESETS, DiT, DiTBlock, DiTConfig, FinalLayer, LabelEmbedder, PatchEmbed,
-                    TimestepEmbedder, count_parameters, patchify, preset_config, sincos_2d,
-                    unpatchify)
-
 __all__ = [
     "DiT", "DiTConfig", "DiTBlock", "FinalLayer", "LabelEmbedder", "PatchEmbed",
     "TimestepEmbedder", "PRESETS", "preset_config", "count_parameters", "patchify",
     "unpatchify", "sincos_2d",
 ]
+
+_WHERE = {name: module for module, names in {
+    "model": ["PRESETS", "DiT", "DiTBlock", "DiTConfig", "FinalLayer", "LabelEmbedder", "PatchEmbed", "TimestepEmbedder", "count_parameters", "patchify", "preset_config", "sincos_2d", "unpatchify"],
+}.items() for name in names}
+
+
+# The names are loaded on first use, so that `python -m annogen.dit.<file>` runs the
+# file without importing it twice.
+def __getattr__(name: str):
+    if name in _WHERE:
+        import importlib
+        return getattr(importlib.import_module(f"annogen.dit.{_WHERE[name]}"), name)
+    raise AttributeError(f"module 'annogen.dit' has no attribute {name!r}")

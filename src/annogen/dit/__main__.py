@@ -32,8 +32,8 @@ import torch
 from annogen.data import add_data_args, dataset_from_args, make_dataset
 from annogen.train import add_train_args, config_from_args, save_image_grid, train
 
-from .experiment import DEFAULTS, DiTExperiment, evaluate_samplers, load_dit
-from .model import PRESETS, DiT, count_parameters
+from annogen.dit.experiment import DEFAULTS, DiTExperiment, evaluate_samplers, load_dit
+from annogen.dit.model import PRESETS, DiT, count_parameters
 from annogen.train import ArgumentParser as Parser
 
 
@@ -184,7 +184,7 @@ def run(args, dataset) -> None:
     if args.fid and args.data in ("shapes", "digits"):
         from annogen.metrics import load_feature_net
         net = load_feature_net(args.data, dataset.size)
-        fresh = make_dataset(args.data, dataset.size, n=args.eval_samples, seed=1)
+        fresh = make_dataset(args.data, dataset.size, n=args.eval_samples, seed=args.data_seed + 1)
         real = torch.stack([fresh[i]["image"] for i in range(len(fresh))])
     exp.modules = {"dit": load_dit(run_dir)}
     rows, _ = evaluate_samplers(exp, ((args.sampler, args.sampling_steps),),

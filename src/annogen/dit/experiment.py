@@ -13,10 +13,13 @@ learned variance, and 250 sampling steps. This chapter trains the same network
 steps of Euler or Flow-DPM-Solver. The architecture does not care; only the output
 means something else, and with no variance to learn the output has $C_{in}$ channels.
 
-The data is the course's $32 \times 32$ shapes ([[data.py#Shapes]]) in pixel space: at
-this size there is no need for an autoencoder, and the `tiny` DiT (patch 4, so 64
-tokens) trains on two CPU cores in minutes. The class is the shape and colour of the
-first shape (21 classes), which is also what we score.
+The data is the course's $32 \times 32$ shapes ([[data.py#Shapes]]), and as in the
+paper the DiT denoises **latents**: the frozen KL autoencoder of the latent-diffusion
+chapter ([[ldm/model.py]]) turns each image into an $8 \times 8 \times 4$ latent, scaled
+to unit variance, and with patch size 1 the `tiny` DiT sees 64 tokens. In pixel space
+(`--space pixel`) the same DiT takes $4 \times 4$ patches of the RGB image, again 64
+tokens. The class is the shape and colour of the first shape (21 classes), which is also
+what we score.
 
 On this page: [[#DiTExperiment]] (training and sampling on the loop of [[train.py]]),
 [[#evaluate_samplers]], [[#benchmark]] (samplers against each other at a fixed training
@@ -42,7 +45,7 @@ from annogen.train import (TrainConfig, load_checkpoint, save_image_grid, seed_e
 from annogen.metrics import score_labels
 from annogen.train import Budgeted
 
-from .model import DiT, DiTBlock, DiTConfig, count_parameters
+from annogen.dit.model import DiT, DiTBlock, DiTConfig, count_parameters
 
 
 # ## The tiny defaults
@@ -51,8 +54,8 @@ from .model import DiT, DiTBlock, DiTConfig, count_parameters
 #
 # | setting | paper (DiT-XL/2, ImageNet $256^2$) | tiny (shapes, $32^2$, pixels) |
 # |---|---|---|
-# | input | SD-VAE latents $32 \times 32 \times 4$, $\times 0.18215$ | RGB in $[-1, 1]$, $32 \times 32 \times 3$ |
-# | model | XL/2: 28 blocks, width 1152, 256 tokens, 675M | `tiny`: 4 blocks, width 128, 64 tokens, 1.3M |
+# | input | SD-VAE latents $32 \times 32 \times 4$, $\times 0.18215$ | tiny KL latents $8 \times 8 \times 4$, $\times \lambda_z$ (pixels with `--space pixel`) |
+# | model | XL/2: 28 blocks, width 1152, patch 2, 256 tokens, 675M | `tiny`: 4 blocks, width 128, patch 1 (pixels: 4), 64 tokens, 1.3M |
 # | objective | DDPM, $\epsilon$ + learned variance, 1000 steps | flow matching, $v$, logit-normal $\sigma$ |
 # | optimizer | AdamW, lr $10^{-4}$, no weight decay, batch 256 | AdamW, lr $2 \cdot 10^{-3}$ (see below), no weight decay, batch 32 |
 # | EMA | 0.9999 | 0.99 |
@@ -218,6 +221,7 @@ def evaluate_samplers(exp: DiTExperiment, samplers=(("euler", 20), ("euler", 50)
             scores = score_labels(x, labels)
             row["attribute_accuracy"] = scores["attribute_accuracy"]
             row["class_accuracy"] = scores["class_accuracy"]
+            row["valid"] = scores["valid"]
         if real is not None and net is not None:
             row["toy_fid"] = toy_fid(real[:n], x, net)
         rows.append(row)
@@ -235,23 +239,48 @@ def evaluate_samplers(exp: DiTExperiment, samplers=(("euler", 20), ("euler", 50)
 # returns `{"model": {...}, "rows": [...]}`, one row per sampler in the format of the
 # DDPM chapter's benchmark, with `toy_fid_floor`, the FID between two real draws of
 # the same size, for scale; and writes it to `out/benchmark.json`.
+#
+# `space="latent"` trains on the scaled latents of the KL autoencoder in the run folder
+# `ae_run` (trained beforehand by `python -m annogen.ldm`; its training time is read from
+# its log and reported as `ae_train_seconds`); the seconds spent encoding the dataset
+# count towards the budget. `space="pixel"` is the pixel-space model.
 def benchmark(budget_seconds: float, out: Path, seed: int = 0,
               samplers=(("euler", 20), ("euler", 50), ("dpm", 10), ("dpm", 20)),
-              n_eval: int = 256, data_size: int = 10_000, threads: int | None = 1) -> dict:
+              n_eval: int = 256, data_size: int = 10_000, threads: int | None = 1,
+              space: str = "pixel", ae_run: str | Path | None = None,
+              run: str = "benchmark") -> dict:
+    if space not in ("pixel", "latent"):
+        raise ValueError(f"space must be 'pixel' or 'latent', not {space!r}")
     with torch_threads(threads):
-        return _benchmark(budget_seconds, Path(out), seed, samplers, n_eval, data_size)
+        return _benchmark(budget_seconds, Path(out), seed, samplers, n_eval, data_size, space,
+                          ae_run, run)
 
 
-def _benchmark(budget_seconds, out, seed, samplers, n_eval, data_size) -> dict:
+def _benchmark(budget_seconds, out, seed, samplers, n_eval, data_size, space="pixel",
+               ae_run=None, run="benchmark") -> dict:
     from annogen.metrics import load_feature_net
+    deadline = time.monotonic() + budget_seconds
     dataset = make_dataset("shapes", 32, n=data_size, seed=0)
     big = 10 ** 9
     cfg = TrainConfig(**{**DEFAULTS["train"], "steps": big, "seed": seed, "out": str(out),
-                         "run": "benchmark", "ckpt_every": big, "sample_every": big,
+                         "run": run, "ckpt_every": big, "sample_every": big,
                          "device": "cpu"})
-    exp = DiTExperiment()
-    exp.deadline = time.monotonic() + budget_seconds
+    ae, extra = None, {}
     start = time.perf_counter()
+    if space == "latent":
+        from annogen.ldm.experiment import encode_latents, load_autoencoder
+        from annogen.train import read_metrics
+        ae_run = Path(ae_run) if ae_run is not None else Path("runs") / "ldm" / "default"
+        ae = load_autoencoder(ae_run)
+        dataset = encode_latents(ae, dataset)
+        log = read_metrics(ae_run / "metrics.jsonl")
+        extra = {"ae_run": str(ae_run), "ae_steps": log[-1]["step"] if log else None,
+                 "ae_train_seconds": sum(r["sec_per_step"] * (r["step"] - p["step"])
+                                         for p, r in zip([{"step": 0}] + log, log)),
+                 "encode_seconds": time.perf_counter() - start,
+                 "scaling_factor": ae.scaling_factor}
+    exp = DiTExperiment(autoencoder=ae, ae_run=str(ae_run) if ae is not None else None)
+    exp.deadline = deadline
     run_dir = train(exp, dataset, cfg)
     train_seconds = time.perf_counter() - start
 
@@ -264,7 +293,9 @@ def _benchmark(budget_seconds, out, seed, samplers, n_eval, data_size) -> dict:
     rows, images = evaluate_samplers(exp, samplers, n=n_eval, real=real, net=net, seed=seed)
     model = exp.modules["dit"]
     result = {
-        "model": {"chapter": "dit", "preset": "tiny", "parameters": count_parameters(model),
+        "model": {"chapter": "dit", "preset": "tiny", "space": space, **extra,
+                  "tokens": model.config.num_patches,
+                  "parameters": count_parameters(model),
                   "steps": cfg.steps, "batch_size": cfg.batch_size,
                   "train_seconds": train_seconds,
                   "train_images_per_s": cfg.steps * cfg.batch_size / train_seconds,
@@ -316,3 +347,11 @@ def forward_cost(tokens=(256, 1024, 4096), width: int = 256, depth: int = 2, hea
                          "attention_gflop": 4 * batch * depth * T * T * width / 1e9,
                          "linear_gflop": 24 * batch * depth * T * width * width / 1e9})
         return rows
+
+
+# `python -m annogen.dit.experiment` says what to run.
+if __name__ == "__main__":
+    print("Train the tiny DiT on latents (the autoencoder first if needed):  python -m annogen.dit --threads 1\n"
+          "The same in pixel space:                                         python -m annogen.dit --space pixel --run pixel\n"
+          "Latents against pixels, and the samplers:                        python benchmarks/diffusion.py --only dit-space\n"
+          "The chapter's tests:                                             python -m pytest tests/test_dit*.py -q")

@@ -383,7 +383,9 @@ class DiT(nn.Module):
 #
 # `tiny` is the course's CPU model for $32 \times 32$ RGB shapes ([[data.py#Shapes]]):
 # patch size 4 (64 tokens), 4 blocks of width 128, the 21 classes of shapes, and no
-# learned variance, since it predicts a velocity.
+# learned variance, since it predicts a velocity. On the $8 \times 8 \times 4$ latents
+# of the latent-diffusion chapter's tiny autoencoder the experiment sets patch size 1:
+# again 64 tokens ([[experiment.py#the-tiny-defaults]]).
 SIZES = {"S": (12, 384, 6), "B": (12, 768, 12), "L": (24, 1024, 16), "XL": (28, 1152, 16)}
 
 PRESETS = {f"{size}/{p}": dict(depth=d, hidden_size=w, num_heads=h, patch_size=p)
@@ -400,3 +402,27 @@ def preset_config(name: str, **overrides) -> DiTConfig:
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+# ## Try it
+#
+# `python -m annogen.dit.model`: the tiny DiT on a batch of latents of the course's tiny
+# autoencoder ($8 \times 8 \times 4$, patch 1), its size, and adaLN-Zero's promise:
+# the untrained network outputs exactly zero. Then XL/2, counted on the meta device.
+@torch.no_grad()
+def demo() -> None:
+    torch.manual_seed(0)
+    model = DiT.from_preset("tiny", in_channels=4, input_size=8, patch_size=1).eval()
+    x, t, y = torch.randn(3, 4, 8, 8), torch.tensor([10.0, 500.0, 990.0]), torch.tensor([0, 7, 21])
+    out = model(x, t, y)
+    print(f"tiny DiT on 8x8x4 latents: {count_parameters(model):,} parameters, "
+          f"{model.config.num_patches} tokens; x {tuple(x.shape)} -> {tuple(out.shape)}")
+    print(f"untrained output is exactly zero: {bool((out == 0).all())}")
+    with torch.device("meta"):
+        xl = DiT.from_preset("XL/2")
+    print(f"DiT-XL/2: {count_parameters(xl):,} parameters (the paper's 675M)")
+    assert (out == 0).all()
+
+
+if __name__ == "__main__":
+    demo()
