@@ -127,7 +127,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--only", choices=("gan", "toy"), default=None)
     p.add_argument("--runs", nargs="+", choices=list(RUNS), default=list(RUNS))
-    p.add_argument("--steps", type=int, default=2000, help="training steps of each gan run")
+    p.add_argument("--steps", type=int, default=1500, help="training steps of each gan run")
     p.add_argument("--n-eval", type=int, default=504)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     p.add_argument("--toy-steps", type=int, default=1500)

@@ -31,8 +31,10 @@ def test_toy_score_counts_modes_and_quality():
 def test_relativistic_loss_with_both_penalties_covers_more_modes_on_the_toy():
     ns = train_toy(ToyConfig(loss="ns", r2=False, seed=0))
     rp = train_toy(ToyConfig(loss="rpgan", r2=True, seed=0))
-    # seed 0: 4 against 9 modes when this test was written; the sweep over seeds is in
-    # benchmarks/r3gan.py
+    # Seed 0: 4 against 9 modes when this test was written. This guards the toy and the
+    # losses against regressions on one fixed seed; it is not evidence for the claim:
+    # over five seeds (benchmarks/r3gan.py --only toy) the spreads overlap (4.6 +- 2.4
+    # against 6.4 +- 3.5 modes), as the chapter's discussion reports.
     assert rp.modes_covered >= ns.modes_covered + 3, (ns.modes_covered, rp.modes_covered)
     assert len(rp.logit_gap) == rp.config.steps // rp.config.log_every
 

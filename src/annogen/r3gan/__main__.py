@@ -62,6 +62,8 @@ def make_parser() -> ArgumentParser:
     p.add_argument("--figures", metavar="DIR",
                    help="write the README figures into DIR (the 2-D toy, and samples from the "
                         "run OUT/r3gan/RUN if it exists) and exit")
+    p.add_argument("--figure-parts", choices=("all", "toy", "samples"), default="all",
+                   help="with --figures: which pictures to write (default: all)")
     p.add_argument("--threads", type=positive_int, default=None,
                    help="CPU threads for torch (1 is faster on a busy machine)")
     add_data_args(p)
@@ -137,13 +139,31 @@ def run(args, dataset) -> None:
 # `toy.png`: the 2-D toy's samples after the non-saturating loss with $R_1$, RpGAN with
 # $R_1$ only, and RpGAN with $R_1 + R_2$, over the 25 modes, and their logit-gap curves
 # ([[toy.py]]). `samples.png`: from the run `--run`, if it exists, 63 samples (three
-# per class), enlarged three times.
+# per class), enlarged three times. `--figure-parts toy` or `samples` writes only one of them.
 def write_figures(args, out: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from annogen.r3gan.toy import ToyConfig, grid_modes, train_toy
     out.mkdir(parents=True, exist_ok=True)
+    if args.figure_parts in ("all", "toy"):
+        write_toy_figure(args, out, plt)
+    run_dir = Path(args.out) / "r3gan" / args.run
+    if args.figure_parts in ("all", "samples") and (run_dir / "checkpoint.pt").exists():
+        G = load_generator(run_dir)
+        colours, shapes = 7, 3
+        labels = torch.tensor([s * colours + c for c in range(colours) for s in range(shapes)
+                               for _ in range(3)])
+        exp = R3GANExperiment()
+        exp.modules = {"g": G}
+        torch.manual_seed(args.seed)
+        x = exp.sample(len(labels), labels)
+        x = x.repeat_interleave(3, dim=2).repeat_interleave(3, dim=3)
+        save_image_grid(x, out / "samples.png", nrow=9)
+        print(f"wrote {out / 'samples.png'}")
+
+
+def write_toy_figure(args, out: Path, plt) -> None:
+    from annogen.r3gan.toy import ToyConfig, grid_modes, train_toy
     runs = [("non-saturating + R1", ToyConfig(loss="ns", r2=False, seed=args.seed)),
             ("RpGAN + R1", ToyConfig(loss="rpgan", r2=False, seed=args.seed)),
             ("RpGAN + R1 + R2", ToyConfig(loss="rpgan", r2=True, seed=args.seed))]
@@ -164,19 +184,6 @@ def write_figures(args, out: Path) -> None:
     fig.savefig(out / "toy.png", dpi=80)
     plt.close(fig)
     print(f"wrote {out / 'toy.png'}")
-    run_dir = Path(args.out) / "r3gan" / args.run
-    if (run_dir / "checkpoint.pt").exists():
-        G = load_generator(run_dir)
-        colours, shapes = 7, 3
-        labels = torch.tensor([s * colours + c for c in range(colours) for s in range(shapes)
-                               for _ in range(3)])
-        exp = R3GANExperiment()
-        exp.modules = {"g": G}
-        torch.manual_seed(args.seed)
-        x = exp.sample(len(labels), labels)
-        x = x.repeat_interleave(3, dim=2).repeat_interleave(3, dim=3)
-        save_image_grid(x, out / "samples.png", nrow=9)
-        print(f"wrote {out / 'samples.png'}")
 
 
 def main(argv: list[str] | None = None) -> int:

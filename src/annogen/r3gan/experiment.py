@@ -67,17 +67,20 @@ CONFIGS = {
 # |---|---|---|
 # | networks | 768 wide, 2 blocks per stage, 21M each | 64 wide, 1 block per stage, 0.15M each |
 # | batch | 512 | 32 |
-# | images shown $T$ | 20M | steps $\times$ 32 (64k for 2000 steps) |
+# | images shown $T$ | 20M | steps $\times$ 32 (48k for the default 1500 steps) |
 # | $\gamma$ | 0.05 $\to$ 0.005 | the same |
 # | learning rate | $2 \cdot 10^{-4} \to 5 \cdot 10^{-5}$ | $2 \cdot 10^{-3} \to 5 \cdot 10^{-4}$ |
 # | Adam | $\beta_1 = 0$, $\beta_2$ 0.9 $\to$ 0.99 | the same |
 # | EMA half-life | 0 $\to$ 5M images ($T/4$) | 0 $\to$ $T/4$ |
 # | augmentation | adaptive, $p$ up to 0.55 | none |
 #
-# All schedules run over the whole run ($T$ = `steps` $\times$ batch, or `schedule_steps`
-# $\times$ batch when given), so a shorter run is a compressed version of a longer one.
+# 1500 steps are about what one free CPU core does in ten minutes: a step of config E
+# costs about 0.35 to 0.5 CPU-seconds at batch 32 on one thread (two penalties, each a
+# double backward pass through $D$), config B about half that. All schedules run over
+# the whole run ($T$ = `steps` $\times$ batch, or `schedule_steps` $\times$ batch when
+# given), so a shorter run is a compressed version of a longer one.
 DEFAULTS = {
-    "train": {"steps": 2000, "batch_size": 32, "lr": 2e-3, "grad_clip": None,
+    "train": {"steps": 1500, "batch_size": 32, "lr": 2e-3, "grad_clip": None,
               "ema_decay": 0.999, "log_every": 10, "ckpt_every": 500, "sample_every": 500},
     "schedule": {"gamma": (0.05, 0.005), "lr_ratio": 0.25, "beta2": (0.9, 0.99),
                  "ema_fraction": 0.25},
