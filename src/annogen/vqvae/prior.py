@@ -24,8 +24,9 @@ Two lessons shape this file.
 
 * **Codes are words, not colours.** Code 17 is not "between" codes 16 and 18, so the
   grid enters the network through an `nn.Embedding`: code $k$ becomes a learned
-  vector $E_k \in \mathbb{R}^{p}$. The course author's first MNIST prior fed the indices
-  in as pixel intensities and learned much worse.
+  vector $E_k \in \mathbb{R}^{p}$. The first MNIST prior in Zhou Yifan's
+  [VQ-VAE post](https://zhouyifan.net/2023/06/06/20230527-VQVAE/) fed the indices in as pixel intensities and learned much
+  worse; he reports the embedding as the fix.
 * **No blind spot.** The original PixelCNN's masked $3 \times 3$ convolutions, stacked,
   never see the pixels above and to the right of the current one. The gated PixelCNN
   fixes this with two stacks, explained below; `tests/test_vqvae.py` checks, by autograd,
@@ -33,7 +34,7 @@ Two lessons shape this file.
   later one does.
 
 The configuration of the `paper` preset (15 gated blocks, 128 channels) is the one
-the course author used for his MNIST VQ-VAE prior; the kernel sizes ($7 \times 7$ for
+Zhou Yifan used for the MNIST VQ-VAE prior of [that post](https://zhouyifan.net/2023/06/06/20230527-VQVAE/); the kernel sizes ($7 \times 7$ for
 the first layer, $3 \times 3$ after it) follow the PixelCNN papers.
 """
 
@@ -246,7 +247,7 @@ class GatedPixelCNN(nn.Module):
 # | `tiny` | 64 | 5 | 7, then 3 | 641,408 / 690,944 |
 # | `paper` | 128 | 15 | 7, then 3 | 5,977,472 / 6,076,160 |
 #
-# `paper` is the course author's MNIST prior (15 gated blocks of 128 channels).
+# `paper` is the MNIST prior of Zhou Yifan's VQ-VAE post (15 gated blocks of 128 channels).
 # `tiny` has just enough blocks that its receptive field covers an $8 \times 8$ grid
 # entirely: the vertical stack reaches $3 + (L-1) = 7$ rows up and 7 columns either
 # side, the horizontal stack 7 columns left.
