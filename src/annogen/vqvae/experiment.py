@@ -443,7 +443,7 @@ def evaluate_prior(prior: GatedPixelCNN, vqvae: VQVAE, dataset: Dataset, n: int 
 # `benchmark(budget_seconds, out)` answers the chapter's two questions on whatever
 # machine runs it, with the tiny presets on $32 \times 32$ `shapes` (50,000 training
 # images, batch 64, Adam at $10^{-3}$; the prior overfits 10,000 grids within minutes,
-# see the discussion in the chapter's introduction):
+# see the discussion on the chapter's first page):
 #
 # 1. How good is the autoencoder after `budget_seconds` of training? PSNR, codebook
 #    usage and perplexity on 1,000 held-out images, with the steps taken and the
