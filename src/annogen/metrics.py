@@ -614,9 +614,10 @@ def _feature_stats(x: Tensor, net, batch_size: int) -> tuple[Tensor, Tensor]:
 #   FID too. Only numbers computed with the same net can be compared;
 # - **on the draw**: at a fixed $n$ the floor moves by about $\pm 25\%$ from one pair of
 #   draws to another (50 to 80 at $n = 1{,}000$). The chapters' benchmarks compare the
-#   draws with seeds 1 and 2, and that pair happens to sit at the top of the range at
-#   every $n$ we tried (1,117 at 64, 294 at 256, 80 at 1,000, 21 at 4,000): expect the
-#   floors they quote to read about a quarter above $65{,}000 / n$.
+#   draws with seeds 1 and 2, and that pair happens to sit at or near the top of the
+#   range (the highest of the four pairs at 64, 256, 512, 1,000 and 4,000 images:
+#   1,117, 294, 179, 80 and 21): expect the floors they quote to read up to a quarter
+#   above $65{,}000 / n$.
 #
 # Of the floor, the difference of the two means accounts for only about a tenth
 # ($2 \operatorname{tr}\Sigma / n$, 7 at $n = 1{,}000$); the rest is the noise of two
