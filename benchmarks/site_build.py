@@ -30,6 +30,16 @@ local stylesheet, script and image it references. If the page loads the local Ma
 the whole `static/mathjax` folder is counted, an upper bound (a browser fetches only
 `tex-chtml.js`, the fonts and extensions it uses).
 
+**Typesetting in the browser** (skipped with `--no-browser`, or when Chromium is
+missing): the course is built once, and the five pages with the most formulas are
+opened in headless Chromium (`/usr/bin/chromium`, network blocked), `--mj-runs` times
+each in a fresh context, at 1280 x 800. A probe records, from navigation start, when
+every formula on the first screen is typeset with its fonts loaded, and when every
+formula of the page is; after that the page is scrolled to the end and we check that
+no formula is left untypeset. Each page is also opened as it was configured before
+(the combined `tex-chtml.js`, the whole page typeset in one pass), written beside it
+in the temporary site, so both are measured on the same machine in the same minute.
+
 Results go to a Markdown table on stdout and to JSON (`--json`, default
 `benchmarks/results/site_build.json`).
 """
@@ -287,6 +297,125 @@ def run(copies: int, runs: int, page_name: str, log) -> dict:
     }
 
 
+# === Typesetting in the browser ===
+
+TARGET_FIRST_SCREEN_S = 0.3
+
+PROBE = """
+window.__mj = {first: null, all: null};
+document.addEventListener('DOMContentLoaded', function () {
+  var els = Array.prototype.slice.call(document.querySelectorAll('.arithmatex'));
+  var h = innerHeight;
+  var first = els.filter(function (e) { var r = e.getBoundingClientRect(); return r.bottom > 0 && r.top < h; });
+  function done(e) { var c = e.querySelector('mjx-container'); return !!(c && c.querySelector('mjx-math')); }
+  __mj.n = els.length; __mj.nFirst = first.length;
+  (function poll() {
+    var now = performance.now();
+    if (__mj.first === null && first.every(done) && document.fonts.status === 'loaded') __mj.first = now;
+    if (__mj.all === null && els.every(done)) __mj.all = now;
+    if (__mj.first === null || __mj.all === null) requestAnimationFrame(poll);
+  })();
+});
+"""
+LEFT_UNTYPESET = """async () => {
+  for (let y = 0; y < document.documentElement.scrollHeight; y += innerHeight) {
+    window.scrollTo(0, y);
+    await new Promise(r => requestAnimationFrame(() => setTimeout(r, 20)));
+  }
+  await (window.MathJax && MathJax.startup ? MathJax.startup.promise : null);
+  return Array.from(document.querySelectorAll('.arithmatex'))
+    .filter(e => !e.querySelector('mjx-container mjx-math')).length;
+}"""
+BEFORE_CONFIG = """<script>
+window.MathJax = {tex: {inlineMath: [["\\\\(", "\\\\)"]], displayMath: [["\\\\[", "\\\\]"]],
+  processEscapes: true, processEnvironments: true},
+  options: {ignoreHtmlClass: ".*", processHtmlClass: "arithmatex", skipHtmlTags: {"[-]": ["pre", "code"]}}};
+</script>
+<script defer id="MathJax-script" src="%s"></script>"""
+
+
+def chromium() -> str | None:
+    exe = os.environ.get("ANNOGEN_CHROMIUM") or "/usr/bin/chromium"
+    return exe if Path(exe).is_file() else shutil.which("chromium")
+
+
+def before_variant(html: str, tex_chtml: Path) -> str:
+    """The page as configured before: one combined file, everything in one pass."""
+    start = html.index("<script>\n/* MathJax 3 typesets only")
+    end = html.index("</script>", html.index('id="MathJax-script"')) + len("</script>")
+    return html[:start] + BEFORE_CONFIG % tex_chtml.as_uri() + html[end:]
+
+
+def typesetting(runs: int, log) -> dict:
+    from playwright.sync_api import sync_playwright
+
+    import build
+    from site_builder.site import mathjax_dir
+    exe = chromium()
+    with tempfile.TemporaryDirectory(prefix="annogen-mj-") as tmp:
+        site = Path(tmp) / "site"
+        if build.main(["--out", str(site), "-q"]) != 0:
+            raise SystemExit("the course does not build; see the error above")
+        counts = sorted(((p.read_text(encoding="utf8").count('class="arithmatex'), p)
+                         for p in site.rglob("*.html")), key=lambda x: (-x[0], str(x[1])))
+        pages = [p for n, p in counts[:5] if n]
+        variants = {}
+        for p in pages:
+            b = p.with_name(p.stem + ".before.html")
+            b.write_text(before_variant(p.read_text(encoding="utf8"),
+                                        mathjax_dir() / "tex-chtml.js"), encoding="utf8")
+            variants[p] = b
+        out = {}
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=exe, args=[
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+            for p in pages:
+                rel = p.relative_to(site).as_posix()
+                res = {"now": [], "before": []}
+                for i in range(runs):
+                    for name, path in (("now", p), ("before", variants[p]))[:: 1 if i % 2 else -1]:
+                        ctx = browser.new_context(viewport={"width": 1280, "height": 800})
+                        ctx.route("**/*", lambda r: r.continue_() if r.request.url.startswith(
+                            "file:") else r.abort())
+                        ctx.add_init_script(PROBE)
+                        page = ctx.new_page()
+                        page.goto(path.as_uri())
+                        page.wait_for_function("() => window.__mj && __mj.first !== null && "
+                                               "__mj.all !== null", timeout=120_000)
+                        r = page.evaluate("() => __mj")
+                        r["left_untypeset"] = page.evaluate(LEFT_UNTYPESET)
+                        res[name].append(r)
+                        ctx.close()
+                entry = {"formulas": res["now"][0]["n"], "first_screen": res["now"][0]["nFirst"]}
+                for name in ("now", "before"):
+                    entry[name] = {
+                        "first_screen_s": stats([r["first"] / 1000 for r in res[name]]),
+                        "all_s": stats([r["all"] / 1000 for r in res[name]]),
+                        "left_untypeset": max(r["left_untypeset"] for r in res[name])}
+                out[rel] = entry
+                log(f"{rel}: {entry['formulas']} formulas, first screen "
+                    f"{entry['now']['first_screen_s']['median_s']:.3f} s (before "
+                    f"{entry['before']['first_screen_s']['median_s']:.3f} s), all "
+                    f"{entry['now']['all_s']['median_s']:.3f} s")
+            browser.close()
+    return {"pages": out, "runs": runs, "target_first_screen_s": TARGET_FIRST_SCREEN_S}
+
+
+def typesetting_table(t: dict) -> str:
+    rows = ["| page (formulas, on first screen) | first screen typeset | all typeset | "
+            "first screen, before | all, before | left untypeset | first screen <= "
+            f"{TARGET_FIRST_SCREEN_S} s |", "|---|---|---|---|---|---|---|"]
+    for rel, e in t["pages"].items():
+        now, before = e["now"], e["before"]
+        ok = now["first_screen_s"]["median_s"] <= TARGET_FIRST_SCREEN_S
+        rows.append(f"| {rel} ({e['formulas']}, {e['first_screen']}) | "
+                    f"{_ms(now['first_screen_s']['median_s'])} | {_ms(now['all_s']['median_s'])} | "
+                    f"{_ms(before['first_screen_s']['median_s'])} | "
+                    f"{_ms(before['all_s']['median_s'])} | {now['left_untypeset']} | "
+                    f"{'yes' if ok else '**no**'} |")
+    return "\n".join(rows)
+
+
 def _loadavg() -> float | None:
     try:
         return os.getloadavg()[0]
@@ -370,6 +499,12 @@ def main(argv=None) -> int:
                    "(default parse.py)")
     p.add_argument("--json", type=Path, default=DEFAULT_JSON,
                    help=f"write results here (default {DEFAULT_JSON.relative_to(REPO)})")
+    p.add_argument("--no-browser", action="store_true",
+                   help="skip the typesetting measurement in headless Chromium")
+    p.add_argument("--mj-runs", type=int, default=5,
+                   help="page loads per page and configuration (default 5)")
+    p.add_argument("--only-browser", action="store_true",
+                   help="only the typesetting measurement (keeps the build timings in the JSON)")
     p.add_argument("-q", "--quiet", action="store_true", help="print the table only")
     args = p.parse_args(argv)
     if args.copies < 1 or args.runs < 1:
@@ -378,7 +513,20 @@ def main(argv=None) -> int:
     log = (lambda *_: None) if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
     started = time.perf_counter()
     load_before = _loadavg()
-    result = run(args.copies, args.runs, args.page, log)
+    if args.only_browser:
+        try:
+            result = json.loads(args.json.read_text())
+        except (OSError, ValueError):
+            raise SystemExit(f"--only-browser needs an earlier {args.json}") from None
+        result.setdefault("notes", [])
+        result["environment"] = result.get("environment", {})
+    else:
+        result = run(args.copies, args.runs, args.page, log)
+    if not args.no_browser:
+        if chromium() is None:
+            result["notes"].append("typesetting not measured: Chromium not found")
+        else:
+            result["typesetting"] = typesetting(args.mj_runs, log)
     result["wall_s"] = time.perf_counter() - started
     result["environment"]["loadavg_1min"] = {"before": load_before, "after": _loadavg()}
     busy = max(x for x in result["environment"]["loadavg_1min"].values() if x is not None) \
@@ -387,6 +535,9 @@ def main(argv=None) -> int:
         result["notes"].append(f"machine was busy (1-min load average up to {busy:.1f} on "
                                f"{os.cpu_count()} CPUs): timings are noisy")
     print(table(result))
+    if "typesetting" in result:
+        print()
+        print(typesetting_table(result["typesetting"]))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
     log(f"wrote {args.json} ({result['wall_s']:.0f} s in all)")
