@@ -422,7 +422,8 @@ def neighbour_statistics(idxs: list[torch.Tensor], clusters: torch.Tensor) -> li
 #   $r_1, \dots, r_{k-1}$ are forced and only $r_k$ is measured, so that the
 #   comparison with the real $r_k$ is not blurred by differences in the coarser scales.
 #
-# and the images: attribute accuracy and toy FID of the free-running samples.
+# and the images: attribute accuracy and toy FID of the free-running samples. A second
+# set of `n` real images (another seed) shows how much the statistics move by chance.
 @torch.no_grad()
 def two_pass_experiment(exp: VARExperiment, n: int = 420, seed: int = 0, net=None) -> dict:
     from annogen.metrics import toy_fid
@@ -432,7 +433,11 @@ def two_pass_experiment(exp: VARExperiment, n: int = 420, seed: int = 0, net=Non
     labels = torch.stack([data[i]["label"] for i in range(n)])
     real_idxs = exp.vae.img_to_idxs(real)
     clusters = code_clusters(exp.quant)
-    out = {"samples": n, "real": neighbour_statistics(real_idxs, clusters)}
+    # a second real set of the same size: how much the statistics move by chance
+    other = make_dataset("shapes", res, n=n, seed=2)
+    other_idxs = exp.vae.img_to_idxs(torch.stack([other[i]["image"] for i in range(n)]))
+    out = {"samples": n, "real": neighbour_statistics(real_idxs, clusters),
+           "real_other": neighbour_statistics(other_idxs, clusters)}
     for name, two in (("one_pass", False), ("two_pass", True)):
         g = torch.Generator().manual_seed(seed)
         images, idxs = exp.sample(n, labels, generator=g, pyramid=True, two_pass=two)
@@ -448,19 +453,56 @@ def two_pass_experiment(exp: VARExperiment, n: int = 420, seed: int = 0, net=Non
             given += neighbour_statistics([idxs[k]], clusters)
             given[-1]["scale"] = k + 1
         out[name]["given_real_context"] = given
+    out["second_half_loss"] = second_half_loss(exp, n=n)
     return out
+
+
+# Does the network read the revealed half at all? On real pyramids, with teacher forcing,
+# the cross-entropy of the second half $B$ of each scale with nothing revealed and with
+# the real first half $A$ revealed (every scale at once), in nats per token.
+@torch.no_grad()
+def second_half_loss(exp: VARExperiment, n: int = 420, seed: int = 1) -> list[dict]:
+    import torch.nn.functional as F
+    from annogen.var.model import checkerboard
+    var, quant = exp.modules["var"].eval(), exp.quant
+    data = make_dataset("shapes", exp.vae.config.resolution, n=n, seed=seed)
+    idxs = exp.vae.img_to_idxs(torch.stack([data[i]["image"] for i in range(n)]))
+    labels = torch.stack([data[i]["label"] for i in range(n)])
+    tokens, x_in = quant.flatten_idxs(idxs), quant.teacher_inputs(idxs)
+    where = torch.cat([checkerboard(p) if p > 1 else torch.zeros(1, dtype=torch.bool)
+                       for p in quant.patch_nums])[None].expand(n, -1)
+    codes = quant.embedding(tokens) * where[..., None]
+    rows, start = [], 0
+    for reveal, name in ((None, "hidden"), ((codes, where), "revealed")):
+        logits = var(labels, x_in, reveal)
+        ce = F.cross_entropy(logits.transpose(1, 2), tokens, reduction="none")  # (n, L)
+        start = 0
+        for k, p in enumerate(quant.patch_nums):
+            if p > 1:
+                B_half = ~checkerboard(p)
+                value = ce[:, start:start + p * p][:, B_half].mean().item()
+                if name == "hidden":
+                    rows.append({"scale": k + 1, "side": p, "hidden": value})
+                else:
+                    next(r for r in rows if r["scale"] == k + 1)["revealed"] = value
+            start += p * p
+    return rows
 
 
 def print_two_pass(res: dict) -> None:
     print(f"neighbouring tokens, {res['samples']} images (same code / mutual information in nats)")
-    print("| scale | side | real | one pass, free | two passes, free "
+    print("| scale | side | real | other real | one pass, free | two passes, free "
           "| one pass, real context | two passes, real context |")
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for i, r in enumerate(res["real"]):
-        cells = [r] + [res[m]["free"][i] for m in ("one_pass", "two_pass")] + \
+        cells = [r, res["real_other"][i]] + [res[m]["free"][i] for m in ("one_pass", "two_pass")] + \
                 [res[m]["given_real_context"][i] for m in ("one_pass", "two_pass")]
         print(f"| {r['scale']} | {r['side']} | " + " | ".join(
             f"{c['same_code']:.3f} / {c['mutual_information']:.3f}" for c in cells) + " |")
+    if "second_half_loss" in res:
+        print("| scale | side | loss of the second half, nothing revealed | first half revealed |")
+        for r in res["second_half_loss"]:
+            print(f"| {r['scale']} | {r['side']} | {r['hidden']:.3f} | {r['revealed']:.3f} |")
     print("| sampler | attribute acc. | shape | colour | valid | toy FID |")
     for m in ("one_pass", "two_pass"):
         s = res[m]["scores"]
