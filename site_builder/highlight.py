@@ -55,13 +55,18 @@ def comment_html(text: str) -> str:
     return "".join(out)
 
 
-def comments_have_math(code: str, lexer) -> bool:
-    return "$" in code and any(ttype in Comment and COMMENT_MATH.search(value)
-                               for ttype, value in lex(code, lexer))
+# Before highlighting (which happens only for pages that are re-rendered), a cheap
+# over-estimate: some line has a `#` with a formula after it.
+COMMENT_MATH_HINT = re.compile(r"#[^\n]*?(?<!\\)\$(?![\s$])[^\n$]*?(?<!\s)\$")
 
 
-def highlight_lines(code: str, lexer) -> list[str]:
-    """HTML for each line of `code`, with every token span closed at the line end."""
+def may_have_comment_math(code: str) -> bool:
+    return "$" in code and bool(COMMENT_MATH_HINT.search(code))
+
+
+def highlight_lines(code: str, lexer, found: list | None = None) -> list[str]:
+    """HTML for each line of `code`, with every token span closed at the line end.
+    A formula marked in a comment is noted in `found`."""
     lines: list[list[str]] = [[]]
     for ttype, value in lex(code, lexer):
         cls = css_class(ttype)
@@ -72,16 +77,18 @@ def highlight_lines(code: str, lexer) -> list[str]:
                 lines.append([])
             if part:
                 text = comment_html(part) if in_comment else escape(part, quote=False)
+                if in_comment and found is not None and "arithmatex" in text:
+                    found.append(True)
                 lines[-1].append(f'<span class="{cls}">{text}</span>' if cls else text)
     html = ["".join(parts) for parts in lines]
     n = code.count("\n") + 1
     return (html + [""] * n)[:n]
 
 
-def highlight_sections(sections: list[Section], lexer) -> list[str]:
+def highlight_sections(sections: list[Section], lexer, found: list | None = None) -> list[str]:
     """The code column of every section, lexed together as one file."""
     joined = "\n".join("\n".join(s.code_lines) for s in sections if s.code_lines)
-    lines = iter(highlight_lines(joined, lexer)) if joined else iter(())
+    lines = iter(highlight_lines(joined, lexer, found)) if joined else iter(())
     out = []
     for s in sections:
         rows = []

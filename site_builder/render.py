@@ -21,7 +21,7 @@ from pathlib import Path
 from .course import Course, Page
 from .directives import apply_directives
 from .errors import BuildError, Warnings
-from .highlight import comments_have_math, highlight_sections
+from .highlight import highlight_sections, may_have_comment_math
 from .mathtex import COMPLETE_MATH, check_math, mask_code, separate_display_math
 from .parse import Section, comment_map, language_for, normalize_source, parse
 from .xref import (Resolver, Target, heading_texts, page_anchors,
@@ -39,7 +39,8 @@ class Prepared:
     anchors: object
     title: str
     summary: str = ""
-    has_math: bool = False
+    has_math: bool = False  # in the prose
+    maybe_comment_math: bool = False  # perhaps in a code comment
     target: Target | None = None
     search: list[dict] = field(default_factory=list)
     assets: list[tuple[str, str]] = field(default_factory=list)  # (source file, path in site)
@@ -129,11 +130,11 @@ def prepare(page: Page, warnings: Warnings, missing_images_are_errors: bool = Tr
     title = page.title or meta.get("title") or (
         re.sub(r"[`*_]", "", first_headings[0]) if first_headings else page.src.name)
     has_math = any(p.search(mask_code(s.docs)) for s in sections for p in COMPLETE_MATH)
-    if not has_math and page.kind == "code":
-        lexer = language_for(path)["lexer"]
-        has_math = comments_have_math("\n".join(ln for s in sections for ln in s.code_lines), lexer)
     prepared = Prepared(page, text, hashlib.sha256(text.encode()).hexdigest(), sections,
                         anchors, title, meta.get("summary", ""), has_math)
+    if page.kind == "code":  # whether a code comment holds math is known after highlighting
+        prepared.maybe_comment_math = may_have_comment_math(
+            "\n".join(ln for s in sections for ln in s.code_lines))
     prepared.target = Target(page.src, page.rel_src, page.out, anchors.all, anchors.labels,
                              re.sub(r"[`*_]", "", title))
     prepared.assets = [a for s in sections for a in local_images(
@@ -269,7 +270,8 @@ def page_context(prep: Prepared, course: Course, all_prepared: dict[str, Prepare
     path = str(page.src)
     root = "../" * page.out.count("/")
     sections = []
-    code_html = (highlight_sections(prep.sections, lexer_for(path))
+    comment_math: list = []
+    code_html = (highlight_sections(prep.sections, lexer_for(path), comment_math)
                  if page.kind == "code" else [""] * len(prep.sections))
     here = posixpath.dirname(page.out)
     sizes = {posixpath.relpath(dest, here or "."): image_size(source) for source, dest in prep.assets}
@@ -300,7 +302,7 @@ def page_context(prep: Prepared, course: Course, all_prepared: dict[str, Prepare
         "summary": prep.summary,
         "root": root,
         "sections": sections,
-        "has_math": prep.has_math,
+        "has_math": prep.has_math or bool(comment_math),
         "prev": link(order[i - 1] if i > 0 else None),
         "next": link(order[i + 1] if i + 1 < len(order) else None),
         "chapter": chapter,

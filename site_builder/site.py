@@ -197,7 +197,7 @@ def build(course: Course, options: Options) -> Result:
                 return False
             tools = _tools()
             ctx = page_context(prep, course, by_out, tools["md"], resolver, tools["lexer_for"])
-            ctx.update(_common(course, options, ctx["root"], prep.has_math))
+            ctx.update(_common(course, options, ctx["root"], ctx["has_math"]))
             template = "doc.html" if page.kind == "markdown" else "page.html"
             dest.write_text(tools["env"].get_template(template).render(ctx), encoding="utf8")
             return True
@@ -209,7 +209,8 @@ def build(course: Course, options: Options) -> Result:
         index_html = tools["env"].get_template("index.html").render(
             _index_context(course, by_out, intro, tools["md"], resolver, options))
         (tmp / "index.html").write_text(index_html, encoding="utf8")
-        _write_assets(tmp, prepared, any(p.has_math for p in prepared + ([intro] if intro else []))
+        _write_assets(tmp, prepared, any(p.has_math or p.maybe_comment_math
+                                         for p in prepared + ([intro] if intro else []))
                       and not options.mathjax_url)
         _write_search_index(tmp, prepared, course)
         figures = [(str(c.figure), c.figure_out) for _, chapters in course.parts

@@ -136,7 +136,7 @@ def test_inline_formula_across_comment_lines_builds_and_renders(tmp_path):
     f = tmp_path / "adam.py"
     f.write_text(ADAM)
     prep = prepare(Page(f, "adam.html", "code", "adam.py"), Warnings())
-    assert prep.has_math
+    assert prep.has_math and not prep.maybe_comment_math
     out = render(prep.sections[0].docs)
     [tex] = formulas(out)
     assert tex.startswith("\\theta_t") and tex.endswith("\\frac{m_t}{\\sqrt{v_t}}")
