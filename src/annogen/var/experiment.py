@@ -13,7 +13,7 @@ Like VQGAN ([[vqgan/experiment.py]]), VAR trains in two stages:
    quantiser works — it needs $(\hat x, \mathcal{L}_{VQ}, \text{indices})$ from the
    model — so [[#VAEExperiment]] *is* VQGAN's experiment with another model.
 2. **The transformer** ([[model.py]]): the tokenizer is frozen, every training image
-   becomes its token pyramid once, and VAR learns $p(r_1, \dots, r_M \mid c)$.
+   becomes its token pyramid once, and VAR learns $p(r_1, \dots, r_M \mid y)$.
    [[#VARExperiment]].
 
 Both run on the course's loop ([[train.py]]); the tiny defaults train on `shapes` in

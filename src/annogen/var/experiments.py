@@ -1,7 +1,7 @@
 r"""
 ---
 title: VAR, probing the within-scale independence
-summary: The course author's experiments, reproduced on a trained tiny VAR - the image after each scale, re-seeding the sampler from scale k, freezing the first two scales - plus the Laplacian view of the tokenizer and a test that can see incoherence within a scale - neighbour statistics and a two-pass sampler.
+summary: Zhou Yifan's experiments, reproduced on a trained tiny VAR - the image after each scale, re-seeding the sampler from scale k, freezing the first two scales - plus the Laplacian view of the tokenizer and a test that can see incoherence within a scale - neighbour statistics and a two-pass sampler.
 ---
 
 # VAR: what do the later scales do?
@@ -9,7 +9,7 @@ summary: The course author's experiments, reproduced on a trained tiny VAR - the
 Within a scale, VAR draws every token from its own softmax: the $h_k w_k$ tokens of
 $r_k$ are **independent given the coarser scales**,
 
-$$p(r_k \mid r_{<k}, c) = \prod_{i=1}^{h_k w_k} p(r_k^i \mid r_{<k}, c).$$
+$$p(r_k \mid r_{<k}, y) = \prod_{i=1}^{h_k w_k} p(r_k^i \mid r_{<k}, y).$$
 
 For a $1 \times 1$ map this is no assumption at all; for the $16 \times 16$ map, 256
 tokens that together must draw one coherent image, it is a strong one — two
@@ -67,13 +67,13 @@ def enlarge(images: torch.Tensor, factor: int = 2) -> torch.Tensor:
 # ## The image after each scale
 #
 # For samples of the model: the decoder applied to $\hat f^{(k)}$,
-# $k = 1, \dots, K$, and the checker's scores at each $k$: from which scale on is the
+# $k = 1, \dots, M$, and the checker's scores at each $k$: from which scale on is the
 # class readable?
 @torch.no_grad()
 def images_after_each_scale(exp: VARExperiment, labels: torch.Tensor, generator=None):
     _, idxs = exp.sample(len(labels), labels, generator=generator, pyramid=True)
-    K = len(idxs)
-    per_scale = [exp.vae.idxs_to_img(idxs[:k]).clamp(-1, 1) for k in range(1, K + 1)]
+    M = len(idxs)
+    per_scale = [exp.vae.idxs_to_img(idxs[:k]).clamp(-1, 1) for k in range(1, M + 1)]
     return per_scale, idxs
 
 
@@ -95,9 +95,9 @@ def reseed(exp: VARExperiment, labels: torch.Tensor, seeds=(1, 2, 3), base_seed:
     base, idxs = exp.sample(len(labels), labels, generator=torch.Generator().manual_seed(base_seed),
                             pyramid=True)
     base_read = [first_shape(x) for x in base]
-    K = len(idxs)
+    M = len(idxs)
     rows, images = [], []
-    for k in range(K + 1):
+    for k in range(M + 1):
         same, mse, imgs = 0, 0.0, []
         for s in seeds:
             g = torch.Generator().manual_seed(1000 * s + k)
@@ -121,7 +121,7 @@ def reseed(exp: VARExperiment, labels: torch.Tensor, seeds=(1, 2, 3), base_seed:
 # * **parallel** — all later scales from *one* forward pass whose inputs are built
 #   from $\hat f^{(2)}$ only: every later token is drawn knowing $r_1, r_2$ and
 #   nothing else, so they are independent across the later scales too;
-# * **uniform** — every later token uniformly from the $V$ codes;
+# * **uniform** — every later token uniformly from the $K$ codes;
 # * **greedy** — scale by scale, each token the argmax of its guided logits;
 # * **none** — no later scales: the decoder gets $\hat f^{(2)}$.
 MODES = ("normal", "parallel", "uniform", "greedy", "none")
@@ -153,24 +153,24 @@ def freeze_two_scales(exp: VARExperiment, labels: torch.Tensor, mode: str, seed:
 
 
 # One masked forward pass in which scale $k > 2$ reads
-# $\operatorname{down}_{p_k}(\hat f^{(2)})$ instead of $\hat f^{(k-1)}$; guidance and
+# $\operatorname{down}_{h_k}(\hat f^{(2)})$ instead of $\hat f^{(k-1)}$; guidance and
 # filtering as in normal sampling.
 @torch.no_grad()
 def parallel_rest(exp: VARExperiment, labels: torch.Tensor, first: list, g) -> list:
     quant, var = exp.quant, exp.modules["var"].eval()
-    K, frozen = len(quant.patch_nums), len(first)
+    M, frozen = len(quant.patch_nums), len(first)
     x_in = [quant.teacher_inputs(first)]  # the inputs of scales 2..frozen+1
     f_hat = quant.idxs_to_fhat(first)
-    x_in += [quant.next_input(f_hat, k) for k in range(frozen + 1, K)]
+    x_in += [quant.next_input(f_hat, k) for k in range(frozen + 1, M)]
     x_in = torch.cat(x_in, dim=1)
     B = len(labels)
     lab = torch.cat([labels, torch.full_like(labels, var.config.num_classes)])
     logits = var(lab, x_in.repeat(2, 1, 1))
     rest, start = [], sum(p * p for p in quant.patch_nums[:frozen])
-    for k in range(frozen, K):
+    for k in range(frozen, M):
         p = quant.patch_nums[k]
         lk = logits[:, start:start + p * p]
-        t = exp.guidance * k / (K - 1)
+        t = exp.guidance * k / (M - 1)
         lk = (1 + t) * lk[:B] - t * lk[B:]
         rest.append(sample_tokens(lk, exp.top_k, exp.top_p, g).view(B, p, p))
         start += p * p

@@ -10,9 +10,9 @@ VQGAN's transformer ([[vqgan/transformer.py]]) factorises an image's $N$ codes i
 raster order, $p(s) = \prod_i p(s_i \mid s_{<i})$: $N$ steps, and a token in the top
 row is chosen without knowing anything below it. VAR
 ([Tian et al. (2024)](https://arxiv.org/abs/2404.02905)) factorises over the $M$
-**scales** of the pyramid built by the tokenizer ([[quant.py]]):
+**scales** of the pyramid built by the tokenizer ([[quant.py]]), for a class label $y$:
 
-$$p(r_1, \dots, r_M \mid c) = \prod_{k=1}^{M} p(r_k \mid c, r_1, \dots, r_{k-1}).$$
+$$p(r_1, \dots, r_M \mid y) = \prod_{k=1}^{M} p(r_k \mid y, r_1, \dots, r_{k-1}).$$
 
 Each step predicts a whole map $r_k$ — all $h_k w_k$ tokens at once, each from its own
 softmax, which makes them **independent given the coarser scales**:
@@ -259,7 +259,7 @@ class AdaLNBeforeHead(nn.Module):
 #
 # **Classes.** The table has `num_classes + 1` rows; the last is the null class. In
 # training each label is replaced by it with probability 0.1, so the same network
-# learns $p(r \mid c)$ and $p(r)$, which classifier-free guidance mixes at sampling
+# learns $p(r \mid y)$ and $p(r)$, which classifier-free guidance mixes at sampling
 # time. We drop labels in training mode only; the official `forward` drops them in
 # evaluation mode too, so a validation loss computed with it scores 10% of the batch
 # unconditionally. Ours is what the method intends (and the official sampler does not
