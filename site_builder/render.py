@@ -99,7 +99,9 @@ def plain_text(docs: str) -> str:
     text = without_tex(text)
     text = re.sub(r"\[\[([^\]|]+\|)?([^\]]+)\]\]", r"\2", text)
     text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", text)
-    text = re.sub(r"[#*_`>|]", " ", text)
+    # Markup characters go; underscores stay, they belong to names (`score_labels`,
+    # `__main__.py`) far more often than to emphasis.
+    text = re.sub(r"[#*`>|]", " ", text)
     return re.sub(r"\s+", " ", text).strip()
 
 
@@ -143,7 +145,7 @@ def prepare(page: Page, warnings: Warnings, missing_images_are_errors: bool = Tr
         words = plain_text(s.docs)
         if words:
             heading = heading_texts(s.docs)[0] if heads else title
-            prepared.search.append({"a": anchor, "h": re.sub(r"[`*_$\\]", "", without_tex(heading)),
+            prepared.search.append({"a": anchor, "h": re.sub(r"[`*$\\]", "", without_tex(heading)),
                                     "t": words})
     return prepared
 

@@ -178,3 +178,5 @@ def test_search_text_has_no_tex_source():
                       "and \\$5, and $$x^2$$ inline.")
     assert "$" not in text.replace("$5", "") and "\\" not in text, text
     assert "β" in text and "Attn(Q)" in text and "frac" not in text and "$5" in text
+    assert "__main__.py" in plain_text("Run **__main__.py** or `score_labels`.")
+    assert "score_labels" in plain_text("Run **__main__.py** or `score_labels`.")
