@@ -123,6 +123,27 @@ def table() -> dict:
     return merged
 
 
+def gap_figure(runs_root: Path, path: Path) -> None:
+    """D's logit gap during training, one curve per run folder under RUNS_ROOT/r3gan/."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for run in sorted((Path(runs_root) / "r3gan").iterdir()):
+        log = run / "metrics.jsonl"
+        if not log.exists():
+            continue
+        rows = [json.loads(line) for line in log.read_text().splitlines()]
+        ax.plot([r["step"] for r in rows], [r["logit_gap"] for r in rows], label=run.name, lw=1)
+    ax.set(xlabel="step", ylabel="mean D(x) - mean D(G(z))", title="logit gap on shapes")
+    ax.axhline(0, color="grey", lw=0.5)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
+    print(f"wrote {path}")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--only", choices=("gan", "toy"), default=None)
@@ -135,8 +156,13 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default=None, help="keep the gan runs here (default: a temp dir)")
     p.add_argument("--table", action="store_true", help="only merge and print the parts")
+    p.add_argument("--gap-figure", metavar="PNG",
+                   help="with --out: plot the logit gap of every run under OUT/r3gan/ and exit")
     p.add_argument("--quick", action="store_true", help="smoke run: 4 steps, 2 seeds of 50 toy steps")
     args = p.parse_args(argv)
+    if args.gap_figure:
+        gap_figure(Path(args.out or "runs"), Path(args.gap_figure))
+        return 0
     if args.quick:
         global PARTS
         PARTS = RESULTS / "r3gan-quick"
