@@ -57,10 +57,15 @@ import torch.nn.functional as F  # noqa: E402
 TOKENS = (256, 1024, 4096, 16384)
 
 
-def timed(fn, repeats: int) -> float:
+# The best of several calls: on a shared machine the minimum is the run least disturbed
+# by other processes. Cheap calls are repeated until they have used about a second.
+def timed(fn, repeats: int, min_total: float = 1.0, max_repeats: int = 50) -> float:
+    start = time.perf_counter()
     fn()  # warm-up
+    first = time.perf_counter() - start
+    n = max(repeats, min(max_repeats, int(min_total / max(first, 1e-6))))
     best = math.inf
-    for _ in range(repeats):
+    for _ in range(n):
         start = time.perf_counter()
         fn()
         best = min(best, time.perf_counter() - start)

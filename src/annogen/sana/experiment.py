@@ -41,7 +41,7 @@ from annogen.sana.text import TextEncoder
 #
 # | setting | paper (Sana-0.6B, $1024^2$) | tiny (shapes, $32^2$) |
 # |---|---|---|
-# | autoencoder | DC-AE f32c32, 312M | DC-AE f8c16, 2.0M, trained here |
+# | autoencoder | DC-AE f32c32, 312M | DC-AE f8c16, 1.1M, trained here |
 # | latent | $32 \times 32 \times 32$, $\times 0.41407$ | $4 \times 4 \times 16$, $\times 1/\operatorname{std}$ |
 # | text | Gemma-2-2B-IT, 2304-d, 300 tokens | our 2-layer LM, 128-d, 24 tokens |
 # | model | 28 blocks, width 1152, 590M | 4 blocks, width 128, 1.2M |
@@ -51,8 +51,9 @@ from annogen.sana.text import TextEncoder
 # | sampling | Flow-DPM-Solver 20 steps, CFG 4.5 | Flow-DPM-Solver 20 steps, CFG 3 |
 #
 # CAME is a memory-saving optimiser for a 600M model; at our size AdamW is the plain
-# choice. The learning rate and guidance scale were chosen from short runs (the Lab
-# notes of the chapter's README).
+# choice. The learning rate, EMA and batch follow the DiT chapter's tiny run; the
+# guidance scale is Sana's order of magnitude. None of them was tuned here (the Lab
+# notes of the chapter's README say what we tried).
 DEFAULTS = {
     "ae": {"steps": 800, "batch_size": 32, "lr": 1e-3, "log_every": 10, "ckpt_every": 200,
            "sample_every": 500},
