@@ -28,7 +28,7 @@ from torch import Tensor
 
 # ## The classic loss, non-saturating
 #
-# Goodfellow et al. (2014)'s discriminator is a logistic classifier: real images are
+# [Goodfellow et al. (2014)](https://arxiv.org/abs/1406.2661)'s discriminator is a logistic classifier: real images are
 # class 1, fakes class 0, and $D(x)$ is the logit of "real". Its loss is the binary
 # cross-entropy
 #
@@ -57,18 +57,20 @@ def ns_g_loss(real_logits: Tensor | None, fake_logits: Tensor) -> Tensor:
 
 # ## The relativistic pairing loss (RpGAN)
 #
-# Jolicoeur-Martineau (2018) pairs every fake with a real image and lets $D$ judge the
-# *difference* of their logits, "is the real one more real than the fake one?":
+# [Jolicoeur-Martineau (2018)](https://arxiv.org/abs/1807.00734) pairs every fake with a
+# real image and lets $D$ judge the *difference* of their logits, "is the real one more real than the fake one?":
 #
 # $$L_D = \mathbb{E}_{x, z}\, f\big(D(x) - D(G(z))\big), \qquad
 #   L_G = \mathbb{E}_{x, z}\, f\big(D(G(z)) - D(x)\big).$$
 #
-# Now a fake is only ever compared with a real image drawn at random. If all fakes sit
-# on one mode, $D$ can raise the logits of the real images *elsewhere* above them, and
-# $G$ is pushed, sample by sample, towards the reals it loses to. Sun et al. (2020) show
-# that this landscape has no bad basins of the mode-dropping kind that the classic loss
-# has; Huang et al. (2024) make it R3GAN's loss. With equal logits both losses are
-# $f(0) = \log 2$, like the classic loss at $D = 0$ (tested).
+# Now a fake is only ever judged relative to a real image drawn at random: what counts
+# is the margin between the two logits, not a label per image. (The direction in which
+# one fake moves is still the local slope of $D$ at it; what changes is the game.)
+# [Sun et al. (2020)](https://arxiv.org/abs/2011.04926) show that, seen as a landscape
+# over the generated samples, this loss has no bad basins of the mode-dropping kind
+# that the classic loss has; [Huang et al. (2024)](https://arxiv.org/abs/2501.05441)
+# make it R3GAN's loss. With equal logits both losses are $f(0) = \log 2$, like the
+# classic loss at $D = 0$ (tested).
 #
 # In the official code ([R3GAN/Trainer.py](https://github.com/brownvc/R3GAN)) the pairs
 # are simply the $i$-th real and the $i$-th fake of the batch. So it is here.
@@ -90,7 +92,7 @@ LOSSES = {"rpgan": (rpgan_d_loss, rpgan_g_loss), "ns": (ns_d_loss, ns_g_loss)}
 # Neither loss says how *steep* $D$ may be. Near the point where $G$ matches the data,
 # a discriminator that keeps a large gradient around the real images makes $G$
 # overshoot, $D$ flips, $G$ overshoots back: the pair circles the equilibrium instead
-# of settling in it. Mescheder et al. (2018) proved that penalising the squared
+# of settling in it. [Mescheder et al. (2018)](https://arxiv.org/abs/1801.04406) proved that penalising the squared
 # gradient of $D$ **on the real data**,
 #
 # $$R_1 = \mathbb{E}_x \lVert \nabla_x D(x) \rVert^2,$$
