@@ -248,3 +248,12 @@ def test_config_B_uses_the_classic_loss_and_no_R2():
     assert (exp.loss, exp.r1, exp.r2, exp.overrides["block"]) == ("rpgan", True, False, "resnext")
     with pytest.raises(ValueError, match="roadmap config"):
         R3GANExperiment(config="Z")
+
+
+def test_unconditional_networks_need_no_labels():
+    torch.manual_seed(0)
+    G = Generator.from_preset("tiny", num_classes=0, channels=1)
+    D = Discriminator.from_preset("tiny", num_classes=0, channels=1)
+    x = G(torch.randn(3, 64))
+    assert x.shape == (3, 1, 32, 32) and D(x).shape == (3,)
+    assert not hasattr(G, "embedding") and not hasattr(D, "embedding")
