@@ -199,6 +199,7 @@ def last_loss(run_dir: Path) -> float | None:
 def benchmark(runs: dict[str, Path], out: Path, steps=(8, 16, 32), n: int = 256, seed: int = 0,
               train_seconds: dict | None = None) -> dict:
     out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
     real = torch.stack([it["image"] for it in make_dataset("shapes", 32, n=n, seed=seed + 1)])
     other = torch.stack([it["image"] for it in make_dataset("shapes", 32, n=n, seed=seed + 2)])
     net = load_feature_net("shapes", 32)

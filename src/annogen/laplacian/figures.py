@@ -155,11 +155,10 @@ def compute_figure(results: Path, path: Path) -> Path | None:
     axes[0].set_ylabel("toy FID (lower is better)", fontsize=8)
     axes[1].set_ylabel("attribute accuracy", fontsize=8)
     for ax in axes:
-        ax.set_xscale("log")
         ax.set_xlabel("network cost per image (full-size evaluations)", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=6)
+    axes[0].legend(fontsize=6, loc="upper right")
     return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
 
 
