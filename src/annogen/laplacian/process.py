@@ -74,8 +74,11 @@ def overall(t: Tensor) -> tuple[Tensor, Tensor]:
 # * `"sequential"` (**f-DM-style**): f-DM (Gu et al., 2022) moves the whole signal
 #   through a chain of downsamplings, stage by stage; inside stage $k$ it interpolates
 #   linearly from the signal at resolution $k$ to the upsampled signal at resolution
-#   $k+1$. Since $(1-\gamma)\,y + \gamma\,\mathrm{up}(\mathrm{down}(y))
-#   = \mathrm{up}(\mathrm{down}(y)) + (1 - \gamma)(y - \mathrm{up}(\mathrm{down}(y)))$,
+#   $k+1$. Since
+#
+#   $$(1-\gamma)\,y + \gamma\,\mathrm{up}(\mathrm{down}(y))
+#   = \mathrm{up}(\mathrm{down}(y)) + (1 - \gamma)\big(y - \mathrm{up}(\mathrm{down}(y))\big),$$
+#
 #   that interpolation *is* a linear fade of one band: band 1 fades on
 #   $[0, t^{(1*)}]$ while band 2 stays whole, then band 2 fades on
 #   $[t^{(1*)}, t^{(2*)}]$. In one shared formulation the difference between the two
