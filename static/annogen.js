@@ -123,7 +123,7 @@
   var SCROLLERS = "pre, .docs table, .prose table, div.arithmatex, .arithmatex-display, .arithmatex.wide";
   function markScrollable() {
     Array.prototype.forEach.call(document.querySelectorAll(SCROLLERS), function (el) {
-      if (el.scrollWidth > el.clientWidth + 1) {
+      if (el.scrollWidth > el.clientWidth) {
         if (!el.hasAttribute("tabindex")) el.setAttribute("tabindex", "0");
       } else if (el.getAttribute("tabindex") === "0") {
         el.removeAttribute("tabindex");

@@ -670,7 +670,7 @@ LAYOUT = """() => {
     if (b.left < a.left - 1) problems.push('formula cut off on the left: ' + box.textContent.slice(0, 40));
   });
   document.querySelectorAll('pre, .docs table, .prose table, div.arithmatex, .arithmatex.wide').forEach(el => {
-    if (el.scrollWidth > el.clientWidth + 1) {
+    if (el.scrollWidth > el.clientWidth) {
       if (!['auto', 'scroll'].includes(getComputedStyle(el).overflowX))
         problems.push('wide box does not scroll: ' + el.tagName + ' ' + el.textContent.slice(0, 40));
       if (el.tabIndex < 0) problems.push('scrolling box not focusable: ' + el.tagName);
