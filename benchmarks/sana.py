@@ -98,13 +98,13 @@ def part_cost(args) -> dict:
     for N in args.tokens:
         q, k, v = torch.randn(3, 1, heads, N, d).unbind(0)
         x = torch.randn(1, N, C)
-        side = int(round(math.sqrt(N)))
+        H = 2 ** int(math.log2(math.sqrt(N)))  # a H x W grid, W = N / H (8192: 64 x 128)
         reps = 1 if N >= 8192 else args.repeats
         row = {"tokens": N, "width": C, "heads": heads, "head_dim": d}
         row["softmax_attention_s"] = timed(lambda: F.scaled_dot_product_attention(q, k, v), reps)
         row["linear_attention_s"] = timed(lambda: linear_attention(q, k, v), reps)
         row["dit_block_s"] = timed(lambda: dit(x, c), reps)
-        row["sana_block_s"] = timed(lambda: sana(x, y, t0, None, (side, side)), reps)
+        row["sana_block_s"] = timed(lambda: sana(x, y, t0, None, (H, N // H)), reps)
         rows.append(row)
         print(f"  {N:6d} tokens: softmax {row['softmax_attention_s']:.4f} s, linear "
               f"{row['linear_attention_s']:.4f} s, DiT block {row['dit_block_s']:.4f} s, "
