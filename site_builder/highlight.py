@@ -71,7 +71,7 @@ def highlight_lines(code: str, lexer, found: list | None = None) -> list[str]:
     for ttype, value in lex(code, lexer):
         cls = css_class(ttype)
         parts = value.split("\n")
-        in_comment = ttype in Comment and "$" in value
+        in_comment = "$" in value and ttype in Comment
         for k, part in enumerate(parts):
             if k:
                 lines.append([])
