@@ -92,8 +92,9 @@ class KLLoss(VQGANLoss):
 
     def autoencoder_loss(self, x: Tensor, x_hat: Tensor, posterior: DiagonalGaussian,  # [!code hl]
                          step: int, last_layer: Tensor | None = None):
+        # $\mathrm{KL}$ per image, averaged over the batch, and $CHW$, the values per image
         kl = posterior.kl().mean()  # [!code ++]
-        values = x[0].numel()  # $CHW$  [!code ++]
+        values = x[0].numel()  # [!code ++]
         loss, logs = super().autoencoder_loss(x, x_hat, self.kl_weight * kl / values, step,  # [!code hl]
                                               last_layer)
         logs.pop("codebook")  # [!code ++]

@@ -60,7 +60,10 @@ from annogen.vqgan.model import Decoder, Encoder
 #
 # $$\mathrm{KL}\big(q(z \mid x)\,\|\,\mathcal{N}(0, I)\big) = \frac12 \sum_{i}\big(\mu_i^2 + s_i^2 - 1 - \log s_i^2\big).$$
 #
+# All of it is new against VQGAN, which had a quantiser here.
+
 # ===ADD===
+# The whole class is added.
 class DiagonalGaussian:
     r"""$\mathcal{N}(\mu, \operatorname{diag}(s^2))$ from `params` $(B, 2c, h, w)$: the first
     $c$ channels are $\mu$, the last $c$ are $\log s^2$ (clamped to $[-30, 20]$)."""
