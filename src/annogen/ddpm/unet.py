@@ -159,7 +159,7 @@ def timestep_embedding(t: Tensor, d: int) -> Tensor:
 # normalise, SiLU, dropout, convolve again; add the input (through a $1 \times 1$
 # convolution when the width changes):
 #
-# $$h = W_2 * \mathrm{drop}\Big(\sigma\big(\mathrm{GN}(W_1 * \sigma(\mathrm{GN}(x)) + P\,\sigma(e_t))\big)\Big), \qquad
+# $$h = W_2 * \mathrm{drop}\Big(\operatorname{SiLU}\big(\mathrm{GN}(W_1 * \operatorname{SiLU}(\mathrm{GN}(x)) + P\,\operatorname{SiLU}(e_t))\big)\Big), \qquad
 #   \mathrm{out} = \mathrm{skip}(x) + h .$$
 #
 # The last convolution $W_2$ starts at zero (the official `init_scale=0.`), so every
@@ -246,7 +246,7 @@ class Upsample(nn.Module):
 # ## The U-Net
 #
 # The timestep embedding: $\mathrm{emb}(t)$ of width $C$, then
-# $e_t = W_b\,\sigma(W_a\,\mathrm{emb}(t))$ of width $4C$.
+# $e_t = W_b\,\operatorname{SiLU}(W_a\,\mathrm{emb}(t))$ of width $4C$.
 #
 # **Down**: a $3 \times 3$ convolution to $C$ channels, then per level `num_res_blocks`
 # residual blocks (each followed by attention at the listed resolutions) and a
