@@ -30,18 +30,11 @@ from pathlib import Path
 
 import torch
 
-from annogen.data import add_data_args, dataset_from_args, make_dataset
+from annogen.data import add_data_args, dataset_from_args, make_dataset, positive_int
 from annogen.r3gan.experiment import CONFIGS, DEFAULTS, R3GANExperiment, evaluate, load_generator
 from annogen.r3gan.losses import LOSSES
 from annogen.r3gan.model import PRESETS, Discriminator, Generator, count_parameters
 from annogen.train import ArgumentParser, add_train_args, config_from_args, save_image_grid, train
-
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {text}")
-    return value
 
 
 def non_negative_float(text: str) -> float:

@@ -24,7 +24,6 @@ held-out captions are generated and scored ([[experiment.py#a-toy-geneval]]).
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from dataclasses import replace
@@ -32,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from annogen.data import add_data_args, dataset_from_args
+from annogen.data import add_data_args, dataset_from_args, positive_int
 from annogen.train import ArgumentParser as Parser
 from annogen.train import add_train_args, config_from_args, save_image_grid, train
 
@@ -42,13 +41,6 @@ from annogen.sana.experiment import (DEFAULTS, AEExperiment, LatentCaptions, San
                                      ceilings, geneval, load_module, load_run)
 from annogen.sana.model import PRESETS, Sana
 from annogen.sana.text import TextExperiment
-
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {text}")
-    return value
 
 
 def make_parser() -> Parser:
