@@ -22,27 +22,18 @@ also the toy FID).
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
 
 import torch
 
-from annogen.data import add_data_args, dataset_from_args, make_dataset
+from annogen.data import add_data_args, dataset_from_args, make_dataset, positive_int
 from annogen.train import add_train_args, config_from_args, save_image_grid, train
 
 from annogen.dit.experiment import DEFAULTS, DiTExperiment, evaluate_samplers, load_dit
 from annogen.dit.model import PRESETS, DiT, count_parameters
 from annogen.train import ArgumentParser as Parser
-
-
-# A parser whose errors are one line (and exit status 2), not the usage block.
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {text}")
-    return value
 
 
 def make_parser() -> Parser:
