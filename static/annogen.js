@@ -166,6 +166,11 @@
     var words = q.toLowerCase().split(/\s+/).filter(Boolean);
     var hits = [];
     if (!words.length || !window.ANNOGEN_SEARCH) return hits;
+    /* A section holding every word as a whole word ranks above one that only holds
+       longer words containing them ("tokenize" before "tokenizer"). */
+    var whole = words.map(function (w) {
+      return new RegExp("(^|[^a-z0-9_])" + w.replace(/[.*+?^${}()|[\]\\]/g, "\\$&") + "($|[^a-z0-9_])");
+    });
     window.ANNOGEN_SEARCH.forEach(function (page) {
       page.s.forEach(function (sec) {
         var hay = (page.p + " " + sec.h + " " + sec.t).toLowerCase();
@@ -176,10 +181,11 @@
           if (page.p.toLowerCase().indexOf(w) >= 0) score += 3;
           score += Math.min(5, sec.t.toLowerCase().split(w).length - 1);
         });
-        hits.push({ page: page, sec: sec, score: score });
+        var exact = whole.every(function (re) { return re.test(hay); });
+        hits.push({ page: page, sec: sec, score: score, exact: exact ? 1 : 0 });
       });
     });
-    hits.sort(function (a, b) { return b.score - a.score; });
+    hits.sort(function (a, b) { return (b.exact - a.exact) || (b.score - a.score); });
     return hits.slice(0, 20).map(function (h) {
       return { href: base + h.page.u + "#" + h.sec.a, title: h.sec.h, where: (h.page.c ? h.page.c + " \u203a " : "") + h.page.p,
                text: snippet(h.sec.t, words) };
