@@ -18,10 +18,10 @@ In reading order:
 The names below are what tests and users import from `annogen.sana`.
 """
 
-from .dcae import DCAE, DCAEConfig, channel_to_space_duplicate, space_to_channel_average
-from .model import (PRESETS, CrossAttention, LinearAttention, MixFFN, RMSNorm, Sana, SanaBlock,
-                    SanaConfig, linear_attention)
-from .text import TextEncoder, tokenize
+from annogen.sana.dcae import DCAE, DCAEConfig, channel_to_space_duplicate, space_to_channel_average
+from annogen.sana.model import (PRESETS, CrossAttention, LinearAttention, MixFFN, RMSNorm, Sana,
+                                SanaBlock, SanaConfig, linear_attention)
+from annogen.sana.text import TextEncoder, tokenize
 
 __all__ = [
     "linear_attention", "LinearAttention", "MixFFN", "CrossAttention", "SanaBlock", "Sana",
