@@ -52,10 +52,13 @@ __all__ = ["DDPMExperiment", "load_model", "load_diffusion", "sample_images", "e
 # last 200 or so steps instead of the last 10,000 (an EMA over 10,000 steps of a
 # 2,000-step run would mostly remember the untrained network), and, unlike the paper,
 # a learning rate that decays to zero along a cosine by the end of the run (see
-# [[#the-training-step]]; measured in the chapter's README).
+# [[#the-training-step]]; measured in the chapter's README). The tiny network also predicts
+# $v$ rather than the paper's $\epsilon$ ([[diffusion.py#the-loss]]): on a short run that is
+# the largest single lever we measured (DDIM-50 samples 77% valid instead of 16%); the
+# paper preset keeps $\epsilon$.
 TINY_TRAINING = dict(lr=2e-3, batch_size=32, ema_decay=0.995, grad_clip=1.0)
 TINY_STEPS = 2000
-TINY_PREDICTION = "eps"
+TINY_PREDICTION = "v"
 WARMUP = {"tiny": 100, "paper": 5000}
 DECAY = {"tiny": True, "paper": False}
 
