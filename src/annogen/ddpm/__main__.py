@@ -34,7 +34,7 @@ from pathlib import Path
 
 import torch
 
-from annogen.data import add_data_args, dataset_from_args, make_dataset
+from annogen.data import add_data_args, dataset_from_args, make_dataset, positive_int
 from annogen.train import add_train_args, config_from_args, save_image_grid, train
 
 from annogen.ddpm.diffusion import Diffusion
@@ -81,7 +81,7 @@ def build_parser() -> Parser:
                         "kept by --resume)")
     p.add_argument("--eval-samples", type=int, default=256,
                    help="images to sample and score after training, 0 = none (default: %(default)s)")
-    p.add_argument("--threads", type=int, default=None,
+    p.add_argument("--threads", type=positive_int, default=None,
                    help="torch CPU threads (default: torch's choice; 1 is faster on a busy machine)")
     p.add_argument("--figures", metavar="DIR", default=None,
                    help="do not train: draw the README figures from the run named by --out/--run into DIR")
@@ -225,8 +225,6 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.threads is not None:
-        if args.threads < 1:
-            parser.error("--threads must be at least 1")
         torch.set_num_threads(args.threads)
     if args.eval_samples < 0:
         parser.error("--eval-samples must be >= 0")

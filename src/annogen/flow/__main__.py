@@ -25,8 +25,7 @@ import shutil
 import sys
 from pathlib import Path
 
-import torch
-
+from annogen.data import positive_int
 from annogen.flow.toy import bending, draw_figure, eight_gaussians, sampler_errors
 from annogen.train import ARG_HELP, ArgumentParser, torch_threads
 
@@ -57,7 +56,7 @@ def make_parser() -> ArgumentParser:
     p.add_argument("--run", default="default",
                    help=ARG_HELP["run"][1].replace("<chapter>", "flow") + " (default: default)")
     p.add_argument("--figure", metavar="PATH", help="also copy the figure to PATH")
-    p.add_argument("--threads", type=int, default=1, help="CPU threads for torch (default: 1)")
+    p.add_argument("--threads", type=positive_int, default=1, help="CPU threads for torch (default: 1)")
     return p
 
 
@@ -68,8 +67,6 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--shift must be positive")
     if args.samples < 1:
         p.error("--samples must be at least 1")
-    if args.threads < 1:
-        p.error("--threads must be at least 1")
     run_dir = Path(args.out) / "flow" / args.run
     with torch_threads(args.threads):
         mix = eight_gaussians()

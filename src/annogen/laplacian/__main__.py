@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from annogen.data import add_data_args, dataset_from_args, make_dataset
+from annogen.data import add_data_args, dataset_from_args, make_dataset, positive_int
 from annogen.laplacian.experiment import RECIPE, STEPS, LaplacianExperiment, evaluate, load_run
 from annogen.laplacian.process import SCHEDULES
 from annogen.train import ArgumentParser, add_train_args, config_from_args, save_image_grid, train
@@ -50,7 +50,7 @@ def build_parser() -> ArgumentParser:
                    help="images to sample and score after training, 0 = none (default: %(default)s)")
     p.add_argument("--label-dropout", type=float, default=0.1,
                    help="fraction of training labels replaced by the null label (default: %(default)s)")
-    p.add_argument("--threads", type=int, default=None,
+    p.add_argument("--threads", type=positive_int, default=None,
                    help="torch CPU threads (1 is fastest on a busy machine)")
     p.add_argument("--figures", metavar="DIR", default=None,
                    help="do not train: draw the README figures into DIR (the sample figures use the runs "
@@ -91,8 +91,6 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.threads is not None:
-        if args.threads < 1:
-            parser.error("--threads must be at least 1")
         torch.set_num_threads(args.threads)
     if args.sampling_steps < 1:
         parser.error("--sampling-steps must be at least 1")

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from annogen.data import add_data_args, dataset_from_args, make_dataset
+from annogen.data import add_data_args, dataset_from_args, make_dataset, positive_int
 from annogen.train import ArgumentParser, add_train_args, config_from_args, save_image_grid, train
 
 from annogen.ldm.experiment import (DEFAULTS, KLExperiment, evaluate_autoencoder, finish,
@@ -50,7 +50,7 @@ def build_parser() -> ArgumentParser:
                    help="step at which the patch discriminator joins (default: %(default)s)")
     p.add_argument("--eval-samples", type=int, default=512,
                    help="held-out images to score after training, 0 = none (default: %(default)s)")
-    p.add_argument("--threads", type=int, default=None,
+    p.add_argument("--threads", type=positive_int, default=None,
                    help="torch CPU threads (1 is faster on a busy machine)")
     p.add_argument("--figures", metavar="DIR", default=None,
                    help="do not train: draw the README figure from the run into DIR")
@@ -112,8 +112,6 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.threads is not None:
-        if args.threads < 1:
-            parser.error("--threads must be at least 1")
         torch.set_num_threads(args.threads)
     if args.kl_weight < 0:
         parser.error("--kl-weight must be >= 0")

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from annogen.data import add_data_args, dataset_from_args, make_dataset
+from annogen.data import add_data_args, dataset_from_args, make_dataset, positive_int
 from annogen.train import add_train_args, config_from_args, train
 from annogen.train import ArgumentParser as Parser
 from annogen.train import top_k_arg, top_p_arg
@@ -71,7 +71,7 @@ def make_parser() -> Parser:
                         "--two-pass stage 2); writes DIR/independence.json")
     p.add_argument("--laplacian", metavar="DIR",
                    help="the tokenizer of OUT/var/RUN as a Laplacian pyramid: DIR/laplacian.png")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    p.add_argument("--threads", type=positive_int, default=None, help="CPU threads for torch")
     add_data_args(p)
     add_train_args(p, device="cpu", **DEFAULTS["vae"])
     g = p.add_argument_group("stage 1: tokenizer")
@@ -174,8 +174,6 @@ def main(argv: list[str] | None = None) -> int:
     parser = make_parser()
     args = parser.parse_args(argv)
     if args.threads is not None:
-        if args.threads < 1:
-            parser.error("--threads must be at least 1")
         torch.set_num_threads(args.threads)
     if args.preset in PAPER:
         print(describe(args.preset))

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import torch
 
-from annogen.data import add_data_args, dataset_from_args, make_dataset
+from annogen.data import add_data_args, dataset_from_args, make_dataset, positive_int
 from annogen.metrics import toy_fid
 from annogen.train import ArgumentParser as Parser
 from annogen.train import add_train_args, config_from_args, save_image_grid, top_k_arg, top_p_arg, train
@@ -60,7 +60,7 @@ def make_parser() -> Parser:
     p.add_argument("--train", action="store_true", help="train even with --preset paper")
     p.add_argument("--figures", metavar="DIR",
                    help="write the README figures from the run OUT/vqgan/RUN into DIR and exit")
-    p.add_argument("--threads", type=int, default=None,
+    p.add_argument("--threads", type=positive_int, default=None,
                    help="CPU threads for torch (default: torch's choice; 1 is faster on a busy machine)")
     add_data_args(p)
     add_train_args(p, device="cpu", **DEFAULTS["vqgan"])
@@ -261,8 +261,6 @@ def main(argv: list[str] | None = None) -> int:
     parser = make_parser()
     args = parser.parse_args(argv)
     if args.threads is not None:
-        if args.threads < 1:
-            parser.error("--threads must be at least 1")
         torch.set_num_threads(args.threads)
     if args.preset == "paper" and not args.train and not args.figures:
         print(describe_paper())

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from annogen.data import Shapes, add_data_args, dataset_from_args, make_dataset
+from annogen.data import Shapes, add_data_args, dataset_from_args, make_dataset, positive_int
 from annogen.train import add_train_args, config_from_args, pick_device, save_image_grid, train
 
 from annogen.vqvae.experiment import (PriorExperiment, VQVAEExperiment, encode_dataset, evaluate_prior,
@@ -72,7 +72,7 @@ def build_parser() -> Parser:
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default: %(default)s)")
     p.add_argument("--eval-samples", type=int, default=1000,
                    help="held-out images / prior samples to measure each stage on, 0 = skip (default: %(default)s)")
-    p.add_argument("--threads", type=int, default=None,
+    p.add_argument("--threads", type=positive_int, default=None,
                    help="torch CPU threads (default: torch's choice; 1 is faster on a busy machine)")
     p.add_argument("--figures", metavar="DIR", default=None,
                    help="do not train: draw the README figures from the runs named by --out/--run into DIR")
@@ -262,8 +262,6 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.threads is not None:
-        if args.threads < 1:
-            parser.error("--threads must be at least 1")
         torch.set_num_threads(args.threads)
     if args.prior_steps < 0 or args.prior_batch_size < 1 or args.eval_samples < 0:
         parser.error("--prior-steps and --eval-samples must be >= 0, --prior-batch-size >= 1")
