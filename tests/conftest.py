@@ -1,3 +1,4 @@
+import os
 import sys
 import textwrap
 from pathlib import Path
@@ -27,3 +28,23 @@ def one_thread():
     from annogen.train import torch_threads
     with torch_threads(1):
         yield
+
+
+# A hung test must not hold CI until its overall limit: after HANG_S seconds in one test
+# the interpreter prints every thread's stack to the real stderr (so the log shows where it
+# hung) and exits with an error.
+HANG_S = float(os.environ.get("ANNOGEN_TEST_HANG_S", 600))
+_stderr_fd = None
+
+
+def pytest_configure(config):
+    global _stderr_fd
+    _stderr_fd = os.dup(2)  # output capture is suspended here, so fd 2 is the terminal/log
+
+
+@pytest.fixture(autouse=True)
+def hang_watchdog():
+    import faulthandler
+    faulthandler.dump_traceback_later(HANG_S, exit=True, file=_stderr_fd)
+    yield
+    faulthandler.cancel_dump_traceback_later()
