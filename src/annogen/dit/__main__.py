@@ -6,8 +6,8 @@ summary: python -m annogen.dit - train a tiny class-conditional DiT with flow ma
 
 # DiT: the command line
 
-    python -m annogen.dit --threads 1                 # the tiny DiT on 32 px shapes (~6 min on 2 cores)
-    python -m annogen.dit --resume --steps 3000       # continue the run to 3000 steps
+    python -m annogen.dit                             # the tiny DiT on latents of 32 px shapes (~13 min on 2 cores)
+    python -m annogen.dit --resume --steps 6000       # continue the run to 6000 steps
     python -m annogen.dit --steps 0 --resume --sampler euler --sampling-steps 50
                                                       # resample a finished run with other settings
     python -m annogen.dit --preset XL/2               # the paper model's size, no training

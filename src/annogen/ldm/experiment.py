@@ -359,4 +359,4 @@ if __name__ == "__main__":
     print("Train the tiny KL autoencoder:        python -m annogen.ldm --threads 1\n"
           "Its comparisons (KL vs VQGAN, KL weight vs latent scale):\n"
           "                                      python benchmarks/ldm.py\n"
-          "Then a DiT on its latents:            python -m annogen.dit --threads 1")
+          "Then a DiT on its latents:            python -m annogen.dit")
