@@ -55,6 +55,11 @@ STATE_FILE = ".annogen-build.json"
 MATHJAX_FILES = ["startup.js", "core.js", "input/tex.js", "output/chtml.js", "output/chtml/fonts/tex.js",
                  "output/chtml/fonts/woff-v2", "input/tex/extensions", "a11y/assistive-mml.js"]
 MATHJAX_ENTRY = "startup.js"
+# What the loader will request on every page with math, named in the page head so the
+# browser fetches them while it parses the page (the TeX extensions and fonts are asked
+# for only when a formula needs them).
+MATHJAX_PRELOAD = ["core.js", "input/tex.js", "output/chtml.js", "output/chtml/fonts/tex.js",
+                   "a11y/assistive-mml.js"]
 
 
 def mathjax_dir() -> Path:
@@ -297,6 +302,8 @@ def _common(course: Course, options: Options, root: str, has_math: bool) -> dict
         "root": root,
         "has_math": has_math,
         "mathjax_url": options.mathjax_url or f"{root}static/mathjax/{MATHJAX_ENTRY}",
+        "mathjax_preload": [] if options.mathjax_url else
+                           [f"{root}static/mathjax/{name}" for name in MATHJAX_PRELOAD],
         "chapter_count": sum(len(chapters) for _, chapters in course.parts),
     }
 

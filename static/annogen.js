@@ -107,15 +107,19 @@
 
   /* ---- an inline formula wider than its line scrolls in its own box ---- */
   function markWide() {
-    Array.prototype.forEach.call(document.querySelectorAll("span.arithmatex"), function (el) {
-      var c = el.querySelector("mjx-container");
-      if (!c) return;
-      el.classList.remove("wide");
+    /* Writes, then all reads, then writes: measuring between class changes would make the
+       browser lay the page out again for every formula. */
+    var spans = Array.prototype.filter.call(document.querySelectorAll("span.arithmatex"), function (el) {
+      return el.querySelector("mjx-container");
+    });
+    spans.forEach(function (el) { el.classList.remove("wide"); });
+    var wide = spans.filter(function (el) {
       var block = el.parentElement;
       while (block.parentElement && getComputedStyle(block).display.indexOf("inline") === 0) block = block.parentElement;
-      var box = block.getBoundingClientRect(), r = c.getBoundingClientRect();
-      if (r.width > box.width || r.right > box.right + 1) el.classList.add("wide");
+      var box = block.getBoundingClientRect(), r = el.querySelector("mjx-container").getBoundingClientRect();
+      return r.width > box.width || r.right > box.right + 1;
     });
+    wide.forEach(function (el) { el.classList.add("wide"); });
   }
   /* A box that scrolls sideways (code, a wide table or formula) must be reachable from
      the keyboard, so that arrow keys can scroll it: it gets a tab stop, and only while
@@ -131,14 +135,17 @@
     });
   }
   function relayout() { markWide(); markScrollable(); }
-  markScrollable();
+  /* Measuring every box forces a layout of the whole page: not while the page is still
+     loading (it would delay the first formulas), but once it has loaded, and again when
+     the formulas are typeset. */
+  window.addEventListener("load", markScrollable);
   var resizeTimer = null;
   window.addEventListener("resize", function () {
     clearTimeout(resizeTimer); resizeTimer = setTimeout(relayout, 150);
   });
-  if (window.MathJax && MathJax.startup && MathJax.startup.promise) {
-    MathJax.startup.promise.then(relayout);
-  }
+  /* Typeset formulas change widths: the page says when MathJax is done (MathJax loads
+     asynchronously, so it may not have started when this runs). */
+  document.addEventListener("annogen:typeset", relayout);
 
   /* ---- search over window.ANNOGEN_SEARCH (static/search-index.js) ---- */
   var input = document.getElementById("search-input");
