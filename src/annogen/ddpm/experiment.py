@@ -385,6 +385,6 @@ def _last_loss(run_dir: Path) -> float | None:
 
 # `python -m annogen.ddpm.experiment` says what to run.
 if __name__ == "__main__":
-    print("Train the tiny DDPM and sample it with DDIM-50:  python -m annogen.ddpm --threads 1\n"
+    print("Train the tiny DDPM and sample it with DDIM-50:  python -m annogen.ddpm\n"
           "The samplers at a fixed training budget:          python benchmarks/diffusion.py --only ddpm\n"
           "The chapter's tests:                              python -m pytest tests/test_ddpm*.py -q")
