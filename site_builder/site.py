@@ -55,11 +55,10 @@ STATE_FILE = ".annogen-build.json"
 MATHJAX_FILES = ["startup.js", "core.js", "input/tex.js", "output/chtml.js", "output/chtml/fonts/tex.js",
                  "output/chtml/fonts/woff-v2", "input/tex/extensions", "a11y/assistive-mml.js"]
 MATHJAX_ENTRY = "startup.js"
-# What the loader will request on every page with math, named in the page head so the
-# browser fetches them while it parses the page (the TeX extensions and fonts are asked
-# for only when a formula needs them).
-MATHJAX_PRELOAD = ["core.js", "input/tex.js", "output/chtml.js", "output/chtml/fonts/tex.js",
-                   "a11y/assistive-mml.js"]
+# The components the loader will request on every page with math (the scripts above
+# besides the loader itself), named in the page head so the browser fetches them while it
+# parses the page; the TeX extensions and fonts are asked for only when a formula needs them.
+MATHJAX_PRELOAD = [f for f in MATHJAX_FILES if f.endswith(".js") and f != MATHJAX_ENTRY]
 
 
 def mathjax_dir() -> Path:

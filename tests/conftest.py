@@ -42,9 +42,13 @@ def pytest_configure(config):
     _stderr_fd = os.dup(2)  # output capture is suspended here, so fd 2 is the terminal/log
 
 
-@pytest.fixture(autouse=True)
-def hang_watchdog():
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """Around each test's setup, call and teardown, so module and session fixtures (a
+    site build, a browser, a training run) are watched too."""
     import faulthandler
     faulthandler.dump_traceback_later(HANG_S, exit=True, file=_stderr_fd)
-    yield
-    faulthandler.cancel_dump_traceback_later()
+    try:
+        yield
+    finally:
+        faulthandler.cancel_dump_traceback_later()
