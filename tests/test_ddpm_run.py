@@ -207,14 +207,18 @@ def test_cli_samples_a_finished_run_with_the_chosen_sampler(tmp_path, capsys):
     assert cli(tmp_path, "s", 3) == 0
     before = load_checkpoint(tmp_path / "ddpm" / "s" / "checkpoint.pt")
     run = tmp_path / "ddpm" / "s"
-    # DDIM clips x0_hat by default (the chapter's choice); --no-clip samples as the official DDIM code
-    for flags, tag, clip in (([], "ddim4-eta1", True), (["--no-clip"], "ddim4-eta1-noclip", False)):
+    # DDIM clips x0_hat by default (the chapter's choice); --no-clip samples as the official DDIM code.
+    # The tiny model samples with classifier-free guidance w = 3 unless told otherwise.
+    for flags, tag, clip, w in (([], "ddim4-eta1-w3", True, 3.0),
+                                (["--no-clip"], "ddim4-eta1-noclip-w3", False, 3.0),
+                                (["--guidance", "1"], "ddim4-eta1", True, 1.0)):
         assert cli(tmp_path, "s", 3, "--resume", "--eval-samples", "3", "--sampler", "ddim",
                    "--sampling-steps", "4", "--eta", "1", *flags) == 0
         out = capsys.readouterr().out
         assert f"{tag}, 3 samples" in out
         row = json.loads((run / f"eval-{tag}.json").read_text())
         assert row["steps"] == 4 and row["eta"] == 1.0 and row["n"] == 3 and row["clip"] is clip
+        assert row["guidance"] == w
         assert (run / f"samples-{tag}.png").is_file()
     after = load_checkpoint(run / "checkpoint.pt")
     assert after["step"] == 3  # no training happened

@@ -6,12 +6,12 @@ summary: python -m annogen.ddpm - train the tiny class-conditional DDPM on shape
 
 # DDPM: the command line
 
-    python -m annogen.ddpm                                  # train the tiny model, then sample with DDIM-50 (~7 min on 2 cores)
+    python -m annogen.ddpm                                  # train the tiny model, then sample with DDIM-50, guidance 3 (~8.5 min on 2 cores)
     python -m annogen.ddpm --resume --steps 4000            # train further
     python -m annogen.ddpm --resume --sampler ddpm          # no training: sample the run with 1,000 DDPM steps
     python -m annogen.ddpm --resume --sampler ddim --sampling-steps 20 --eta 1
     python -m annogen.ddpm --resume --no-clip               # DDIM-50 without clipping x_0, as the official DDIM code
-    python -m annogen.ddpm --resume --guidance 3            # DDIM-50 with classifier-free guidance
+    python -m annogen.ddpm --resume --guidance 1            # DDIM-50 without classifier-free guidance
     python -m annogen.ddpm --preset paper                   # the CIFAR-10 model's size, no training
     python -m annogen.ddpm --figures DIR                    # the README figures, from a run
 
@@ -38,7 +38,7 @@ from annogen.data import add_data_args, dataset_from_args, make_dataset, positiv
 from annogen.train import add_train_args, config_from_args, save_image_grid, train
 
 from annogen.ddpm.diffusion import Diffusion
-from annogen.ddpm.experiment import (TINY_PREDICTION, TINY_STEPS, TINY_TRAINING, DDPMExperiment, class_labels,
+from annogen.ddpm.experiment import (TINY_GUIDANCE, TINY_PREDICTION, TINY_STEPS, TINY_TRAINING, DDPMExperiment, class_labels,
                          evaluate, load_diffusion, load_model, sample_images)
 from annogen.ddpm.unet import PRESETS, build_unet, count_parameters
 from annogen.train import ArgumentParser as Parser
@@ -61,8 +61,9 @@ def build_parser() -> Parser:
     p.add_argument("--clip", action=argparse.BooleanOptionalAction, default=True,
                    help="DDIM: clip the predicted x_0 to [-1, 1] as the DDPM sampler does; --no-clip "
                         "samples as the official DDIM code, unclipped (default: clip)")
-    p.add_argument("--guidance", type=float, default=1.0,
-                   help="classifier-free guidance weight w; 1 = plain conditional (default: %(default)s)")
+    p.add_argument("--guidance", type=float, default=None,
+                   help="classifier-free guidance weight w; 1 = plain conditional (default: %g "
+                        "for tiny, 1 for paper, which is unconditional)" % TINY_GUIDANCE)
     p.add_argument("--variance", choices=("beta", "beta_tilde"), default="beta",
                    help="sigma_t^2 of the DDPM step (default: %(default)s, as the official CIFAR-10 run)")
     p.add_argument("--prediction", choices=("eps", "v"), default=None,
@@ -156,11 +157,13 @@ def run(args, dataset) -> Path:
 #
 # * `forward.png`: the forward process on six training images, $x_t$ from
 #   [[diffusion.py#jumping-to-any-step]] at $t = 0, 50, 100, 200, 400, 700, 999$;
-# * `samples.png`: DDIM-50 samples of the run, one row per colour and one block of two
-#   columns per kind of shape (the class label asks for both);
+# * `samples.png`: DDIM-50 samples of the run with the run's guidance (`--guidance`,
+#   3 by default), one row per colour and one block of two columns per kind of shape
+#   (the class label asks for both);
 # * `samplers.png`: the same starting noise and labels through DDIM with 10, 20 and 50
 #   steps ($\eta = 0$, clipped $\hat x_0$), DDIM with 50 steps unclipped (as the official
-#   DDIM code samples), and DDPM with 1,000, one row each;
+#   DDIM code samples), and DDPM with 1,000, one row each, all without guidance, so
+#   that only the sampler changes;
 # * `curves.png`: the training loss against the step.
 def upscale(x: torch.Tensor, factor: int = 2) -> torch.Tensor:
     return x.repeat_interleave(factor, dim=-1).repeat_interleave(factor, dim=-2)
@@ -187,7 +190,9 @@ def draw_figures(args, out_dir: Path) -> list[Path]:
     else:
         labels, nrow = class_labels(64, model.num_classes, per_row=8), 8
     n = 64 if labels is None else len(labels)
-    images, _ = sample_images(model, diffusion, n, "ddim", 50, labels=labels, seed=args.seed)
+    guidance = args.guidance if model.num_classes else 1.0
+    images, _ = sample_images(model, diffusion, n, "ddim", 50, labels=labels, guidance=guidance,
+                              seed=args.seed)
     # three times the data's size, so that the page shows it at a readable size
     written.append(save_image_grid(upscale(images, 3), out_dir / "samples.png", nrow=nrow))
     k = 8
@@ -238,6 +243,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--eta must be >= 0")
     if args.decay_steps is not None and args.decay_steps < 1:
         parser.error("--decay-steps must be at least 1")
+    if args.guidance is None:
+        args.guidance = TINY_GUIDANCE if args.preset == "tiny" else 1.0
     try:
         dataset = dataset_from_args(args)
         if args.figures is not None:
