@@ -135,17 +135,31 @@
     });
   }
   function relayout() { markWide(); markScrollable(); }
-  /* Measuring every box forces a layout of the whole page: not while the page is still
-     loading (it would delay the first formulas), but once it has loaded, and again when
-     the formulas are typeset. */
-  window.addEventListener("load", markScrollable);
+  /* Measuring every box forces a layout of the whole page, sections far from the screen
+     included: not while the page is loading (it would delay the first formulas). A page
+     with formulas does it when MathJax has typeset them all (below); a page without,
+     once it has loaded; and a page whose MathJax never reports (it failed to load) a
+     few seconds after that. */
+  var typeset = false;
+  window.addEventListener("load", function () {
+    if (!document.querySelector(".arithmatex")) markScrollable();
+    else setTimeout(function () { if (!typeset) relayout(); }, 3000);
+  });
   var resizeTimer = null;
   window.addEventListener("resize", function () {
     clearTimeout(resizeTimer); resizeTimer = setTimeout(relayout, 150);
   });
   /* Typeset formulas change widths: the page says when MathJax is done (MathJax loads
      asynchronously, so it may not have started when this runs). */
-  document.addEventListener("annogen:typeset", relayout);
+  document.addEventListener("annogen:typeset", function () { typeset = true; relayout(); });
+  /* A font that arrives later (a section scrolled into view uses a new one) changes
+     widths again. */
+  if (document.fonts && document.fonts.addEventListener) {
+    document.fonts.addEventListener("loadingdone", function () {
+      if (!typeset) return;
+      clearTimeout(resizeTimer); resizeTimer = setTimeout(relayout, 100);
+    });
+  }
 
   /* ---- search over window.ANNOGEN_SEARCH (static/search-index.js) ---- */
   var input = document.getElementById("search-input");

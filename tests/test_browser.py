@@ -233,7 +233,11 @@ def html_pages(folder: Path) -> list[str]:
 
 
 def wait_for_mathjax(page) -> None:
-    """Wait until MathJax (if the page loads it) has typeset the page."""
+    """Wait until MathJax (if the page loads it) has typeset the page. Its script is
+    asynchronous, so it may not have started when the page has loaded: wait for its
+    startup first (until then `MathJax` is only the page's configuration)."""
+    page.wait_for_function("""() => !document.getElementById('MathJax-script') ||
+                                     !!(window.MathJax && MathJax.startup && MathJax.startup.promise)""")
     page.evaluate("""() => (window.MathJax && MathJax.startup && MathJax.startup.promise)
                             ? MathJax.startup.promise.then(() => true) : false""")
 
@@ -674,17 +678,19 @@ def test_next_links_visit_every_page_once(site, offline):
 # Nothing may make the page wider than the window; what is wider than its column
 # (a table, a display formula, a long inline formula, code) scrolls in its own box, is
 # reachable from the keyboard when it does, and a centred formula keeps its left end.
+# Sections are painted inside their own box (content-visibility), so something wider
+# than the window would be cut off rather than widen the page: every element outside a
+# scrolling box is checked against the window, not only the page's width.
 LAYOUT = """() => {
   const c = document.documentElement.clientWidth, problems = [];
-  if (document.documentElement.scrollWidth > c + 1) {
-    const wide = Array.from(document.querySelectorAll('main *')).filter(el => {
-      if (el.getBoundingClientRect().right <= c + 1) return false;
-      for (let p = el.parentElement; p && p !== document.body; p = p.parentElement)
-        if (getComputedStyle(p).overflowX !== 'visible') return false;
-      return true;
-    }).slice(0, 3).map(el => el.tagName + '.' + el.className + ': ' + (el.textContent || '').slice(0, 40));
-    problems.push(`page is ${document.documentElement.scrollWidth} px wide in a ${c} px window: ${wide}`);
-  }
+  const wide = Array.from(document.querySelectorAll('main *:not(pre *):not(mjx-container *)')).filter(el => {
+    if (el.getBoundingClientRect().right <= c + 1) return false;
+    for (let p = el.parentElement; p && p !== document.body; p = p.parentElement)
+      if (getComputedStyle(p).overflowX !== 'visible') return false;
+    return true;
+  }).slice(0, 3).map(el => el.tagName + '.' + el.className + ': ' + (el.textContent || '').slice(0, 40));
+  if (document.documentElement.scrollWidth > c + 1 || wide.length)
+    problems.push(`page is ${document.documentElement.scrollWidth} px wide in a ${c} px window, wider than it: ${wide}`);
   document.querySelectorAll('.arithmatex').forEach(box => {
     const m = box.querySelector('mjx-container');
     if (!m) return;
