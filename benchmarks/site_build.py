@@ -36,8 +36,8 @@ opened in headless Chromium (`/usr/bin/chromium`, offline), `--mj-runs` times ea
 a fresh context (a new tab: a cold start, slower than following a link within the
 site), at 1280 x 800. A probe records, from navigation start, when every formula on
 the first screen (those an IntersectionObserver sees in the first frame) is typeset
-with its fonts loaded, and when every formula of the page is; after that the page is scrolled to the end and we check that
-no formula is left untypeset. Each page is also opened as it was configured before
+with its fonts loaded, and when every formula of the page is; after that the page is
+scrolled to the end and we check that no formula is left untypeset. Each page is also opened as it was configured before
 (the combined `tex-chtml.js`, the whole page typeset in one pass), written beside it
 in the temporary site, so both are measured on the same machine in the same minute.
 

@@ -690,7 +690,7 @@ LAYOUT = """() => {
     return true;
   }).slice(0, 3).map(el => el.tagName + '.' + el.className + ': ' + (el.textContent || '').slice(0, 40));
   if (document.documentElement.scrollWidth > c + 1 || wide.length)
-    problems.push(`page is ${document.documentElement.scrollWidth} px wide in a ${c} px window, wider than it: ${wide}`);
+    problems.push(`content wider than the ${c} px window (the page is ${document.documentElement.scrollWidth} px wide): ${wide}`);
   document.querySelectorAll('.arithmatex').forEach(box => {
     const m = box.querySelector('mjx-container');
     if (!m) return;

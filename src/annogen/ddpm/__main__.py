@@ -6,7 +6,7 @@ summary: python -m annogen.ddpm - train the tiny class-conditional DDPM on shape
 
 # DDPM: the command line
 
-    python -m annogen.ddpm                                  # train the tiny model, then sample with DDIM-50, guidance 3 (~8.5 min on 2 cores)
+    python -m annogen.ddpm                                  # train the tiny model, then sample with DDIM-50, guidance 3 (~8 min on 2 cores)
     python -m annogen.ddpm --resume --steps 4000            # train further
     python -m annogen.ddpm --resume --sampler ddpm          # no training: sample the run with 1,000 DDPM steps
     python -m annogen.ddpm --resume --sampler ddim --sampling-steps 20 --eta 1
