@@ -415,15 +415,17 @@ def typesetting(runs: int, log) -> dict:
 def typesetting_table(t: dict) -> str:
     rows = ["| page (formulas, on first screen) | first screen typeset | all typeset | "
             "first screen, before | all, before | left untypeset | first screen <= "
-            f"{TARGET_FIRST_SCREEN_S} s |", "|---|---|---|---|---|---|---|"]
+            f"{TARGET_FIRST_SCREEN_S} s (median; runs within) |", "|---|---|---|---|---|---|---|"]
     for rel, e in t["pages"].items():
         now, before = e["now"], e["before"]
         ok = now["first_screen_s"]["median_s"] <= TARGET_FIRST_SCREEN_S
+        runs = now["first_screen_s"]["runs_s"]
+        within = sum(t <= TARGET_FIRST_SCREEN_S for t in runs)
         rows.append(f"| {rel} ({e['formulas']}, {e['first_screen']}) | "
                     f"{_ms(now['first_screen_s']['median_s'])} | {_ms(now['all_s']['median_s'])} | "
                     f"{_ms(before['first_screen_s']['median_s'])} | "
                     f"{_ms(before['all_s']['median_s'])} | {now['left_untypeset']} | "
-                    f"{'yes' if ok else '**no**'} |")
+                    f"{'yes' if ok else '**no**'}; {within}/{len(runs)} |")
     return "\n".join(rows)
 
 
