@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from annogen.r3gan.__main__ import main
+from annogen.r3gan.__main__ import experiment_from_args, main, make_parser
 from annogen.r3gan.experiment import evaluate, load_generator
 from annogen.r3gan.toy import ToyConfig, grid_modes, score, train_toy
 
@@ -53,6 +53,7 @@ def test_cli_run_writes_its_files_and_logs_both_penalties(smoke):
     log = [json.loads(line) for line in (smoke / "default" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [1, 2]
     assert {"loss_d", "loss_g", "r1", "r2", "gamma", "logit_gap"} <= set(log[0])
+    assert log[0]["gamma"] == pytest.approx(0.5)  # the tiny default starts at TINY_GAMMA's 0.5
     log_b = [json.loads(line) for line in (smoke / "B" / "metrics.jsonl").read_text().splitlines()]
     assert "r1" in log_b[0] and "r2" not in log_b[0]
 
@@ -66,6 +67,13 @@ def test_checkpoint_rebuilds_the_generator_and_samples_are_scored(smoke):
     scores, images = evaluate(G, n=21)
     assert images.shape == (21, 3, 32, 32) and images.abs().max() <= 1
     assert 0 <= scores["attribute_accuracy"] <= 1 and scores["sample_images_per_s"] > 0
+
+
+def test_gamma_defaults_to_ten_times_the_papers_for_the_tiny_preset_only():
+    parse = make_parser().parse_args
+    assert experiment_from_args(parse([])).gamma == (0.5, 0.05)
+    assert experiment_from_args(parse(["--preset", "cifar10", "--train"])).gamma == (0.05, 0.005)
+    assert experiment_from_args(parse(["--gamma", "0.05", "0.005"])).gamma == (0.05, 0.005)
 
 
 def test_cifar10_preset_prints_the_counts(capsys):

@@ -6,7 +6,7 @@ summary: python -m annogen.r3gan - train the tiny class-conditional R3GAN (or th
 
 # R3GAN: the command line
 
-    python -m annogen.r3gan --threads 1                  # config E, tiny, 32 px shapes
+    python -m annogen.r3gan                              # config E, tiny, 32 px shapes (~9.5 min)
     python -m annogen.r3gan --config B --run B           # the stripped baseline: NS loss + R1
     python -m annogen.r3gan --no-r2 --run no-r2          # config E without R2
     python -m annogen.r3gan --loss ns --run ns           # config E's network, the classic loss
@@ -31,7 +31,8 @@ from pathlib import Path
 import torch
 
 from annogen.data import add_data_args, dataset_from_args, make_dataset, positive_int
-from annogen.r3gan.experiment import CONFIGS, DEFAULTS, R3GANExperiment, evaluate, load_generator
+from annogen.r3gan.experiment import (CONFIGS, DEFAULTS, TINY_GAMMA, R3GANExperiment, evaluate,
+                                      load_generator)
 from annogen.r3gan.losses import LOSSES
 from annogen.r3gan.model import PRESETS, Discriminator, Generator, count_parameters
 from annogen.train import ArgumentParser, add_train_args, config_from_args, save_image_grid, train
@@ -71,8 +72,10 @@ def make_parser() -> ArgumentParser:
     g.add_argument("--r2", action=argparse.BooleanOptionalAction, default=None,
                    help="R2 penalty on the fakes (default: the config's)")
     g.add_argument("--gamma", type=non_negative_float, nargs=2, metavar=("BASE", "FINAL"),
-                   default=DEFAULTS["schedule"]["gamma"],
-                   help="gamma of R1/R2, cosine from BASE to FINAL (default: %(default)s)")
+                   default=None,
+                   help="gamma of R1/R2, cosine from BASE to FINAL (default: "
+                        f"{' '.join(map(str, TINY_GAMMA))} for the tiny preset, the paper's "
+                        f"{' '.join(map(str, DEFAULTS['schedule']['gamma']))} for cifar10)")
     g.add_argument("--eval-samples", type=int, default=252,
                    help="samples to score after training (0: none)")
     g.add_argument("--fid", action="store_true",
@@ -101,8 +104,9 @@ def describe_paper(name: str) -> str:
 
 
 def experiment_from_args(args) -> R3GANExperiment:
+    gamma = args.gamma or (TINY_GAMMA if args.preset == "tiny" else DEFAULTS["schedule"]["gamma"])
     return R3GANExperiment(preset=args.preset, config=args.config, loss=args.loss, r1=args.r1,
-                           r2=args.r2, gamma=tuple(args.gamma))
+                           r2=args.r2, gamma=tuple(gamma))
 
 
 def run(args, dataset) -> None:

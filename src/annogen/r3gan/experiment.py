@@ -67,20 +67,32 @@ CONFIGS = {
 # |---|---|---|
 # | networks | 768 wide, 2 blocks per stage, 21M each | 64 wide, 1 block per stage, 0.15M each |
 # | batch | 512 | 32 |
-# | images shown $T$ | 20M | steps $\times$ 32 (48k for the default 1500 steps) |
-# | $\gamma$ | 0.05 $\to$ 0.005 | the same |
+# | images shown $T$ | 20M | steps $\times$ 32 (54,400 for the default 1,700 steps) |
+# | $\gamma$ | 0.05 $\to$ 0.005 | 0.5 $\to$ 0.05 from the command line (`TINY_GAMMA`); the paper's in the benchmark |
 # | learning rate | $2 \cdot 10^{-4} \to 5 \cdot 10^{-5}$ | $2 \cdot 10^{-3} \to 5 \cdot 10^{-4}$ |
 # | Adam | $\beta_1 = 0$, $\beta_2$ 0.9 $\to$ 0.99 | the same |
 # | EMA half-life | 0 $\to$ 5M images ($T/4$) | 0 $\to$ $T/4$ |
 # | augmentation | adaptive, $p$ up to 0.55 | none |
 #
-# 1500 steps are about what one free CPU core does in ten minutes: a step of config E
-# costs about 0.35 to 0.5 CPU-seconds at batch 32 on one thread (two penalties, each a
-# double backward pass through $D$), config B about half that. All schedules run over
+# 1,700 steps are what two free CPU cores do in under ten minutes (measured: 557 s of
+# training, 563 s in all): a step of config E costs about 0.3 s at batch 32 on two
+# threads, 0.4 s on one (two penalties, each a double backward pass through $D$),
+# config B about half that. All schedules run over
 # the whole run ($T$ = `steps` $\times$ batch, or `schedule_steps` $\times$ batch when
 # given), so a shorter run is a compressed version of a longer one.
+#
+# **$\gamma$, ten times the paper's, for the tiny run.** The paper's schedule was made
+# for 20M images; compressed into a few thousand steps it turns the penalties down
+# while $D$ and $G$ are still far apart, and $D$ runs away (the chapter's discussion
+# shows the logit gap). Starting ten times higher keeps $D$ in check: over 1,900 steps
+# attribute accuracy 0.63, where the paper's values reach 0.58 to 0.59 in 2,000 steps,
+# and the logit gap ends near 2.4 instead of 8; the default 1,700 steps reach 0.60 and
+# 0.63 on two seeds (see the README). The command line's tiny default
+# uses `TINY_GAMMA`; `R3GANExperiment` itself, and so the benchmark's roadmap, keep the
+# paper's.
+TINY_GAMMA = (0.5, 0.05)
 DEFAULTS = {
-    "train": {"steps": 1500, "batch_size": 32, "lr": 2e-3, "grad_clip": None,
+    "train": {"steps": 1700, "batch_size": 32, "lr": 2e-3, "grad_clip": None,
               "ema_decay": 0.999, "log_every": 10, "ckpt_every": 500, "sample_every": 500},
     "schedule": {"gamma": (0.05, 0.005), "lr_ratio": 0.25, "beta2": (0.9, 0.99),
                  "ema_fraction": 0.25},
@@ -329,7 +341,7 @@ def _benchmark(runs, steps, out, seed, n_eval, data_size, budget_seconds) -> dic
 # [[__main__.py]].
 if __name__ == "__main__":
     print("R3GAN experiments:\n"
-          "  python -m annogen.r3gan --threads 1                 # config E, tiny, on shapes\n"
+          "  python -m annogen.r3gan                             # config E, tiny, on shapes\n"
           "  python -m annogen.r3gan --config B --threads 1      # the stripped baseline\n"
           "  python -m annogen.r3gan --no-r2 --run no-r2         # E without R2\n"
           "  python -m annogen.r3gan --preset cifar10            # the paper's networks, counted\n"
