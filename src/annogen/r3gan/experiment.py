@@ -77,9 +77,9 @@ CONFIGS = {
 # 1,700 steps are what two free CPU cores do in under ten minutes (measured: 557 s of
 # training, 563 s in all): a step of config E costs about 0.3 s at batch 32 on two
 # threads, 0.4 s on one (two penalties, each a double backward pass through $D$),
-# config B about half that. All schedules run over
-# the whole run ($T$ = `steps` $\times$ batch, or `schedule_steps` $\times$ batch when
-# given), so a shorter run is a compressed version of a longer one.
+# config B about half that. All schedules run over the whole run ($T$ = `steps`
+# $\times$ batch, or `schedule_steps` $\times$ batch when given), so a shorter run is a
+# compressed version of a longer one.
 #
 # **$\gamma$, ten times the paper's, for the tiny run.** The paper's schedule was made
 # for 20M images; compressed into a few thousand steps it turns the penalties down
@@ -87,8 +87,8 @@ CONFIGS = {
 # shows the logit gap). Starting ten times higher keeps $D$ in check: over 1,900 steps
 # attribute accuracy 0.63, where the paper's values reach 0.58 to 0.59 in 2,000 steps,
 # and the logit gap ends near 2.4 instead of 8; the default 1,700 steps reach 0.60 and
-# 0.63 on two seeds (see the README). The command line's tiny default
-# uses `TINY_GAMMA`; `R3GANExperiment` itself, and so the benchmark's roadmap, keep the
+# 0.63 on two seeds (see the README). The command line's tiny default uses
+# `TINY_GAMMA`; `R3GANExperiment` itself, and so the benchmark's roadmap, keep the
 # paper's.
 TINY_GAMMA = (0.5, 0.05)
 DEFAULTS = {
