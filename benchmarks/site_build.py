@@ -37,9 +37,10 @@ a fresh context (a new tab: a cold start, slower than following a link within th
 site), at 1280 x 800. A probe records, from navigation start, when every formula on
 the first screen (those an IntersectionObserver sees in the first frame) is typeset
 with its fonts loaded, and when every formula of the page is; after that the page is
-scrolled to the end and we check that no formula is left untypeset. Each page is also opened as it was configured before
-(the combined `tex-chtml.js`, the whole page typeset in one pass), written beside it
-in the temporary site, so both are measured on the same machine in the same minute.
+scrolled to the end and we check that no formula is left untypeset. Each page is also
+opened as it was configured before (the combined `tex-chtml.js`, the whole page typeset
+in one pass), written beside it in the temporary site, so both are measured on the same
+machine in the same minute.
 
 Results go to a Markdown table on stdout and to JSON (`--json`, default
 `benchmarks/results/site_build.json`).
@@ -420,7 +421,7 @@ def typesetting_table(t: dict) -> str:
         now, before = e["now"], e["before"]
         ok = now["first_screen_s"]["median_s"] <= TARGET_FIRST_SCREEN_S
         runs = now["first_screen_s"]["runs_s"]
-        within = sum(t <= TARGET_FIRST_SCREEN_S for t in runs)
+        within = sum(seconds <= TARGET_FIRST_SCREEN_S for seconds in runs)
         rows.append(f"| {rel} ({e['formulas']}, {e['first_screen']}) | "
                     f"{_ms(now['first_screen_s']['median_s'])} | {_ms(now['all_s']['median_s'])} | "
                     f"{_ms(before['first_screen_s']['median_s'])} | "

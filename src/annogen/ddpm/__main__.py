@@ -38,8 +38,9 @@ from annogen.data import add_data_args, dataset_from_args, make_dataset, positiv
 from annogen.train import add_train_args, config_from_args, save_image_grid, train
 
 from annogen.ddpm.diffusion import Diffusion
-from annogen.ddpm.experiment import (TINY_GUIDANCE, TINY_PREDICTION, TINY_STEPS, TINY_TRAINING, DDPMExperiment, class_labels,
-                         evaluate, load_diffusion, load_model, sample_images)
+from annogen.ddpm.experiment import (TINY_GUIDANCE, TINY_PREDICTION, TINY_STEPS, TINY_TRAINING,
+                                     DDPMExperiment, class_labels, evaluate, load_diffusion,
+                                     load_model, sample_images)
 from annogen.ddpm.unet import PRESETS, build_unet, count_parameters
 from annogen.train import ArgumentParser as Parser
 

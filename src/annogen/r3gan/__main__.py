@@ -104,7 +104,9 @@ def describe_paper(name: str) -> str:
 
 
 def experiment_from_args(args) -> R3GANExperiment:
-    gamma = args.gamma or (TINY_GAMMA if args.preset == "tiny" else DEFAULTS["schedule"]["gamma"])
+    gamma = args.gamma
+    if gamma is None:  # the preset's: ten times the paper's for tiny (TINY_GAMMA), else the paper's
+        gamma = TINY_GAMMA if args.preset == "tiny" else DEFAULTS["schedule"]["gamma"]
     return R3GANExperiment(preset=args.preset, config=args.config, loss=args.loss, r1=args.r1,
                            r2=args.r2, gamma=tuple(gamma))
 
