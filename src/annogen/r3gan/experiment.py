@@ -84,10 +84,10 @@ CONFIGS = {
 # **$\gamma$, ten times the paper's, for the tiny run.** The paper's schedule was made
 # for 20M images; compressed into a few thousand steps it turns the penalties down
 # while $D$ and $G$ are still far apart, and $D$ runs away (the chapter's discussion
-# shows the logit gap). Starting ten times higher keeps $D$ in check: over 1,900 steps
-# attribute accuracy 0.63, where the paper's values reach 0.58 to 0.59 in 2,000 steps,
-# and the logit gap ends near 2.4 instead of 8; the default 1,700 steps reach 0.60 and
-# 0.63 on two seeds (see the README). The command line's tiny default uses
+# shows the logit gap). Starting ten times higher holds $D$ back while $G$ learns its
+# colours: over 1,900 steps attribute accuracy 0.63, where the paper's values reach 0.58
+# to 0.59 in 2,000 steps; the default 1,700 steps reach 0.60 and 0.63 on two seeds (see
+# the README). The command line's tiny default uses
 # `TINY_GAMMA`; `R3GANExperiment` itself, and so the benchmark's roadmap, keep the
 # paper's.
 TINY_GAMMA = (0.5, 0.05)
