@@ -307,19 +307,42 @@ TARGET_FIRST_SCREEN_S = 0.3
 # DOMContentLoaded would make the browser lay the whole page out at once (sections far
 # below are otherwise not laid out yet, see `content-visibility` in annogen.css), so the
 # first screen is what an IntersectionObserver reports in the first frame.
+# A formula is readable only once its fonts have loaded (until then the browser draws
+# its glyphs invisible), and the browser asks for a font only when it lays out text
+# that uses it, after MathJax has inserted the formula. So the first screen counts as
+# typeset at the first frame, after the one that laid the inserted formulas out, in
+# which none of the font faces they use is still loading. (Checking
+# `document.fonts.status` when the formulas appear, as this probe did before, passes
+# before those fonts have even been requested: it reported 50-100 ms too early.)
 PROBE = """
-window.__mj = {first: null, all: null};
+window.__mj = {first: null, all: null, inserted: null};
 document.addEventListener('DOMContentLoaded', function () {
   var els = Array.prototype.slice.call(document.querySelectorAll('.arithmatex'));
   function done(e) { var c = e.querySelector('mjx-container'); return !!(c && c.querySelector('mjx-math')); }
+  function unquote(f) { return f.trim().replace(/^["']|["']$/g, ''); }
   __mj.n = els.length;
   var io = new IntersectionObserver(function (entries) {
     io.disconnect();
     var first = entries.filter(function (en) { return en.isIntersecting; }).map(function (en) { return en.target; });
+    var families = null;
     __mj.nFirst = first.length;
     (function poll() {
       var now = performance.now();
-      if (__mj.first === null && first.every(done) && document.fonts.status === 'loaded') __mj.first = now;
+      if (families === null && first.every(done)) {
+        __mj.inserted = now;
+        families = new Set();
+        first.forEach(function (e) {
+          e.querySelectorAll('mjx-container *').forEach(function (c) {
+            getComputedStyle(c).fontFamily.split(',').forEach(function (f) { families.add(unquote(f)); });
+          });
+        });
+      } else if (families !== null && __mj.first === null) {
+        var loading = false;
+        document.fonts.forEach(function (f) {
+          if (f.status === 'loading' && families.has(unquote(f.family))) loading = true;
+        });
+        if (!loading) __mj.first = now;
+      }
       if (__mj.all === null && els.every(done)) __mj.all = now;
       if (__mj.first === null || __mj.all === null) requestAnimationFrame(poll);
     })();

@@ -59,6 +59,12 @@ MATHJAX_ENTRY = "startup.js"
 # besides the loader itself), named in the page head so the browser fetches them while it
 # parses the page; the TeX extensions and fonts are asked for only when a formula needs them.
 MATHJAX_PRELOAD = [f for f in MATHJAX_FILES if f.endswith(".js") and f != MATHJAX_ENTRY]
+# The fonts of MathJax's TeX font (CommonHTML output) that every formula uses: the
+# zero-width font, Main (digits, operators, brackets) and Math italic (variables). The
+# page loads them while MathJax's scripts load (base.html), not once the first formulas
+# are laid out. Family names as in MathJax's own @font-face rules.
+MATHJAX_FONTS = {"MJXZERO": "MathJax_Zero.woff", "MJXTEX": "MathJax_Main-Regular.woff",
+                 "MJXTEX-I": "MathJax_Math-Italic.woff"}
 
 
 def mathjax_dir() -> Path:
@@ -303,6 +309,9 @@ def _common(course: Course, options: Options, root: str, has_math: bool) -> dict
         "mathjax_url": options.mathjax_url or f"{root}static/mathjax/{MATHJAX_ENTRY}",
         "mathjax_preload": [] if options.mathjax_url else
                            [f"{root}static/mathjax/{name}" for name in MATHJAX_PRELOAD],
+        "mathjax_fonts": {} if options.mathjax_url else
+                         {family: f"{root}static/mathjax/output/chtml/fonts/woff-v2/{name}"
+                          for family, name in MATHJAX_FONTS.items()},
         "chapter_count": sum(len(chapters) for _, chapters in course.parts),
     }
 

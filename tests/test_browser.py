@@ -436,6 +436,63 @@ def test_mathjax_components_are_preloaded_and_each_fetched_once(demo, offline):
     offline.check()
 
 
+# Run before the page's own scripts: when MathJax first inserts formulas, note which
+# font faces of each family exist and their status.
+FONTS_AT_FIRST_FORMULA = """
+window.__fontsAtFirst = null;
+new MutationObserver(function (records, observer) {
+  if (!document.querySelector('mjx-container')) return;
+  observer.disconnect();
+  var seen = {};
+  document.fonts.forEach(function (f) { (seen[f.family] = seen[f.family] || []).push(f.status); });
+  window.__fontsAtFirst = seen;
+}).observe(document, {childList: true, subtree: true});
+"""
+FONT_FACE_RULES = """() => {
+  const rules = {};
+  for (const sheet of document.styleSheets) {
+    let list; try { list = sheet.cssRules; } catch (e) { continue; }
+    for (const r of list) if (r instanceof CSSFontFaceRule) {
+      const m = /url\\("?([^")]+)"?\\)/.exec(r.style.getPropertyValue('src'));
+      rules[r.style.getPropertyValue('font-family').replace(/"/g, '')] = m && new URL(m[1], sheet.href || document.baseURI).href;
+    }
+  }
+  return rules;
+}"""
+
+
+def test_formula_fonts_load_with_the_page_not_after_the_first_formulas(demo, offline):
+    """The fonts every formula uses are asked for while the page loads: when MathJax
+    inserts its first formulas they are already loading or loaded (without this the
+    browser requests them only when it lays those formulas out, and draws them invisible
+    until they arrive). And they are the very files MathJax's own @font-face rules name
+    for those families, so the faces the formulas use are the ones loaded early."""
+    from site_builder.site import MATHJAX_FONTS
+    ctx = offline.context()
+    ctx.add_init_script(FONTS_AT_FIRST_FORMULA)
+    page = offline.page(ctx)
+    woff = []
+    page.on("request", lambda r: r.url.endswith(".woff") and woff.append(r.url))
+    page.goto(url(demo, "demo.html"))
+    wait_for_mathjax(page)
+    page.wait_for_function("() => window.__fontsAtFirst !== null")
+    at_first = page.evaluate("() => window.__fontsAtFirst")
+    for family in MATHJAX_FONTS:
+        assert {"loading", "loaded"} & set(at_first.get(family, [])), (family, at_first)
+    mathjax_rules = page.evaluate(FONT_FACE_RULES)
+    for family, name in MATHJAX_FONTS.items():
+        assert mathjax_rules.get(family, "").endswith("/static/mathjax/output/chtml/fonts/"
+                                                      f"woff-v2/{name}"), (family, mathjax_rules)
+        assert mathjax_rules[family] in woff, (family, woff)
+    page.evaluate("() => document.fonts.ready")
+    statuses = page.evaluate("""() => { const s = {};
+        document.fonts.forEach(f => (s[f.family] = s[f.family] || []).push(f.status)); return s; }""")
+    for family in MATHJAX_FONTS:
+        assert "error" not in statuses[family] and "loaded" in statuses[family], statuses
+    assert not page.problems, page.problems
+    offline.check()
+
+
 # ---------------------------------------------------------------------------
 # 3. Highlighted lines
 # ---------------------------------------------------------------------------

@@ -193,8 +193,11 @@ def test_mathjax_url_option_loads_from_that_url(small, tmp_path, capsys):
     out = tmp_path / "out"
     url = "https://cdn.example.org/mathjax@3.2.2/es5/tex-chtml.js"
     assert run([small, "--out", out, "--mathjax-url", url, "-q"], capsys)[0] == 0
-    assert f'src="{url}"' in (out / "b.html").read_text()
+    html = (out / "b.html").read_text()
+    assert f'src="{url}"' in html
     assert not (out / "static" / "mathjax").exists()
+    # nor does the page load fonts from a local copy that is not there
+    assert "static/mathjax" not in html and ".woff" not in html
 
 
 # === The command line ===
