@@ -16,6 +16,7 @@ import re
 import shutil
 import sys
 import textwrap
+import time
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -489,6 +490,50 @@ def test_formula_fonts_load_with_the_page_not_after_the_first_formulas(demo, off
         document.fonts.forEach(f => (s[f.family] = s[f.family] || []).push(f.status)); return s; }""")
     for family in MATHJAX_FONTS:
         assert "error" not in statuses[family] and "loaded" in statuses[family], statuses
+    assert not page.problems, page.problems
+    offline.check()
+
+
+# Run before the page's own scripts: at each frame once the formulas of the first
+# screen are typeset and no font is loading, note whether the rest of the page is
+# typeset too (then the first screen was never drawn on its own).
+FIRST_SCREEN_DRAWN = """
+window.__drawnAlone = null;
+document.addEventListener('DOMContentLoaded', function () {
+  var els = Array.prototype.slice.call(document.querySelectorAll('.arithmatex'));
+  function done(e) { return !!e.querySelector('mjx-container mjx-math'); }
+  var io = new IntersectionObserver(function (entries) {
+    io.disconnect();
+    var first = entries.filter(function (en) { return en.isIntersecting; }).map(function (en) { return en.target; });
+    var frames = 0;
+    (function poll() {
+      if (first.every(done)) frames++;
+      if (frames > 1 && document.fonts.status === 'loaded') { window.__drawnAlone = !els.every(done); return; }
+      requestAnimationFrame(poll);
+    })();
+  });
+  els.forEach(function (e) { io.observe(e); });
+});
+"""
+
+
+def test_first_screen_is_drawn_before_the_rest_is_typeset(site, offline):
+    """Typesetting the rest of a long page holds the page's thread for a while, and no
+    frame is drawn meanwhile: the formulas of the first screen must be drawn, their
+    fonts loaded, before that starts. The fonts are made slow to arrive here (300 ms), so
+    that the page must wait for them."""
+    ctx = offline.context()
+    ctx.add_init_script(FIRST_SCREEN_DRAWN)
+
+    def slow_font(route):
+        time.sleep(0.3)
+        route.continue_()
+    ctx.route("**/*.woff", slow_font)
+    page = offline.page(ctx)
+    page.goto(url(site, "var/quant.html"))
+    page.wait_for_function("() => window.__drawnAlone !== null", timeout=20_000)
+    assert page.evaluate("() => document.querySelectorAll('.arithmatex').length") > 100
+    assert page.evaluate("() => window.__drawnAlone") is True
     assert not page.problems, page.problems
     offline.check()
 
