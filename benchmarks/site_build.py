@@ -373,9 +373,12 @@ def chromium() -> str | None:
 
 
 def before_variant(html: str, tex_chtml: Path) -> str:
-    """The page as configured before: one combined file, everything in one pass."""
+    """The page as configured before: one combined file, everything in one pass, the
+    fonts loaded when the formulas are laid out."""
     start = html.index("<script>\n/* MathJax 3 typesets only")
     end = html.index("</script>", html.index('id="MathJax-script"')) + len("</script>")
+    if 'id="MathJax-fonts"' in html:
+        end = html.index("</script>", html.index('id="MathJax-fonts"')) + len("</script>")
     return html[:start] + BEFORE_CONFIG % tex_chtml.as_uri() + html[end:]
 
 
