@@ -59,10 +59,12 @@ MATHJAX_ENTRY = "startup.js"
 # besides the loader itself), named in the page head so the browser fetches them while it
 # parses the page; the TeX extensions and fonts are asked for only when a formula needs them.
 MATHJAX_PRELOAD = [f for f in MATHJAX_FILES if f.endswith(".js") and f != MATHJAX_ENTRY]
-# The fonts of MathJax's TeX font (CommonHTML output) that every formula uses: the
-# zero-width font, Main (digits, operators, brackets) and Math italic (variables). The
-# page loads them while MathJax's scripts load (base.html), not once the first formulas
-# are laid out. Family names as in MathJax's own @font-face rules.
+# The fonts of MathJax's TeX font (CommonHTML output) that nearly every formula uses:
+# the zero-width font, Main (digits, operators, brackets) and Math italic (variables);
+# of the 43 course pages with formulas on their first screen (1280 x 800), all use the
+# first two and 37 the third.
+# The page loads them while MathJax's scripts load (base.html), not once the first
+# formulas are laid out. Family names as in MathJax's own @font-face rules.
 MATHJAX_FONTS = {"MJXZERO": "MathJax_Zero.woff", "MJXTEX": "MathJax_Main-Regular.woff",
                  "MJXTEX-I": "MathJax_Math-Italic.woff"}
 
