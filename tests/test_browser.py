@@ -538,6 +538,24 @@ def test_first_screen_is_drawn_before_the_rest_is_typeset(site, offline):
     offline.check()
 
 
+def test_a_font_that_never_arrives_does_not_stop_typesetting(site, offline):
+    """The page waits for the first screen's fonts before typesetting the rest; a font
+    request that never completes must not leave the rest of the page untypeset."""
+    ctx = offline.context()
+    stalled = []
+    ctx.route("**/MathJax_Main-Regular.woff", lambda route: stalled.append(route))  # never answered
+    page = offline.page(ctx)
+    page.goto(url(site, "var/quant.html"), wait_until="domcontentloaded")  # no load event
+    page.wait_for_function("""() => { const all = document.querySelectorAll('.arithmatex');
+        return all.length > 100 && Array.from(all).every(e => e.querySelector('mjx-container'));
+    }""", timeout=20_000)
+    assert stalled, "the font request was not held"
+    page.evaluate("() => MathJax.startup.promise")  # the page's startup finishes too
+    for route in stalled:
+        route.abort()
+    offline.check()
+
+
 # ---------------------------------------------------------------------------
 # 3. Highlighted lines
 # ---------------------------------------------------------------------------
