@@ -350,14 +350,19 @@ document.addEventListener('DOMContentLoaded', function () {
   els.forEach(function (e) { io.observe(e); });
 });
 """
+# Scroll through the page, wait for MathJax to finish, count formulas left raw; null if
+# that takes over 60 s (a page whose MathJax never finishes must not hang the benchmark).
 LEFT_UNTYPESET = """async () => {
-  for (let y = 0; y < document.documentElement.scrollHeight; y += innerHeight) {
-    window.scrollTo(0, y);
-    await new Promise(r => requestAnimationFrame(() => setTimeout(r, 20)));
-  }
-  await (window.MathJax && MathJax.startup ? MathJax.startup.promise : null);
-  return Array.from(document.querySelectorAll('.arithmatex'))
-    .filter(e => !e.querySelector('mjx-container mjx-math')).length;
+  const check = async () => {
+    for (let y = 0; y < document.documentElement.scrollHeight; y += innerHeight) {
+      window.scrollTo(0, y);
+      await new Promise(r => requestAnimationFrame(() => setTimeout(r, 20)));
+    }
+    await (window.MathJax && MathJax.startup ? MathJax.startup.promise : null);
+    return Array.from(document.querySelectorAll('.arithmatex'))
+      .filter(e => !e.querySelector('mjx-container mjx-math')).length;
+  };
+  return Promise.race([check(), new Promise(r => setTimeout(() => r(null), 60000))]);
 }"""
 BEFORE_CONFIG = """<script>
 window.MathJax = {tex: {inlineMath: [["\\\\(", "\\\\)"]], displayMath: [["\\\\[", "\\\\]"]],
@@ -422,6 +427,9 @@ def typesetting(runs: int, log) -> dict:
                                                "__mj.all !== null", timeout=120_000)
                         r = page.evaluate("() => __mj")
                         r["left_untypeset"] = page.evaluate(LEFT_UNTYPESET)
+                        if r["left_untypeset"] is None:
+                            raise SystemExit(f"{path.name}: scrolling through the page and "
+                                             "waiting for MathJax took over 60 s")
                         res[name].append(r)
                         ctx.close()
                 entry = {"formulas": res["now"][0]["n"], "first_screen": res["now"][0]["nFirst"]}
