@@ -455,7 +455,8 @@ FONT_FACE_RULES = """() => {
     let list; try { list = sheet.cssRules; } catch (e) { continue; }
     for (const r of list) if (r instanceof CSSFontFaceRule) {
       const m = /url\\("?([^")]+)"?\\)/.exec(r.style.getPropertyValue('src'));
-      rules[r.style.getPropertyValue('font-family').replace(/"/g, '')] = m && new URL(m[1], sheet.href || document.baseURI).href;
+      const family = r.style.getPropertyValue('font-family').replace(/"/g, '');
+      rules[family] = m && new URL(m[1], sheet.href || document.baseURI).href;
     }
   }
   return rules;
@@ -486,8 +487,11 @@ def test_formula_fonts_load_with_the_page_not_after_the_first_formulas(demo, off
                                                       f"woff-v2/{name}"), (family, mathjax_rules)
         assert mathjax_rules[family] in woff, (family, woff)
     page.evaluate("() => document.fonts.ready")
-    statuses = page.evaluate("""() => { const s = {};
-        document.fonts.forEach(f => (s[f.family] = s[f.family] || []).push(f.status)); return s; }""")
+    statuses = page.evaluate("""() => {
+        const s = {};
+        document.fonts.forEach(f => (s[f.family] = s[f.family] || []).push(f.status));
+        return s;
+    }""")
     for family in MATHJAX_FONTS:
         assert "error" not in statuses[family] and "loaded" in statuses[family], statuses
     assert not page.problems, page.problems
@@ -508,7 +512,10 @@ document.addEventListener('DOMContentLoaded', function () {
     var frames = 0;
     (function poll() {
       if (first.every(done)) frames++;
-      if (frames > 1 && document.fonts.status === 'loaded') { window.__drawnAlone = !els.every(done); return; }
+      if (frames > 1 && document.fonts.status === 'loaded') {
+        window.__drawnAlone = !els.every(done);
+        return;
+      }
       requestAnimationFrame(poll);
     })();
   });
