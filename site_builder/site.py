@@ -52,12 +52,14 @@ STATE_FILE = ".annogen-build.json"
 # fonts, and the TeX extensions loaded on demand (`\boldsymbol`, `\cancel`, ...). The
 # combined `tex-chtml.js` would add the contextual menu, a third of its 1.1 MB; the rest
 # of the 40 MB distribution is never requested.
+MATHJAX_WOFF = "output/chtml/fonts/woff-v2"
 MATHJAX_FILES = ["startup.js", "core.js", "input/tex.js", "output/chtml.js", "output/chtml/fonts/tex.js",
-                 "output/chtml/fonts/woff-v2", "input/tex/extensions", "a11y/assistive-mml.js"]
+                 MATHJAX_WOFF, "input/tex/extensions", "a11y/assistive-mml.js"]
 MATHJAX_ENTRY = "startup.js"
 # The components the loader will request on every page with math (the scripts above
 # besides the loader itself), named in the page head so the browser fetches them while it
-# parses the page; the TeX extensions and fonts are asked for only when a formula needs them.
+# parses the page; the TeX extensions (and fonts other than MATHJAX_FONTS, below) are asked
+# for only when a formula needs them.
 MATHJAX_PRELOAD = [f for f in MATHJAX_FILES if f.endswith(".js") and f != MATHJAX_ENTRY]
 # The fonts of MathJax's TeX font (CommonHTML output) that nearly every formula uses:
 # the zero-width font, Main (digits, operators, brackets) and Math italic (variables);
@@ -312,7 +314,7 @@ def _common(course: Course, options: Options, root: str, has_math: bool) -> dict
         "mathjax_preload": [] if options.mathjax_url else
                            [f"{root}static/mathjax/{name}" for name in MATHJAX_PRELOAD],
         "mathjax_fonts": {} if options.mathjax_url else
-                         {family: f"{root}static/mathjax/output/chtml/fonts/woff-v2/{name}"
+                         {family: f"{root}static/mathjax/{MATHJAX_WOFF}/{name}"
                           for family, name in MATHJAX_FONTS.items()},
         "chapter_count": sum(len(chapters) for _, chapters in course.parts),
     }

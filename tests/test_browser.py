@@ -464,12 +464,12 @@ FONT_FACE_RULES = """() => {
 
 
 def test_formula_fonts_load_with_the_page_not_after_the_first_formulas(demo, offline):
-    """The fonts every formula uses are asked for while the page loads: when MathJax
+    """The fonts nearly every formula uses are asked for while the page loads: when MathJax
     inserts its first formulas they are already loading or loaded (without this the
     browser requests them only when it lays those formulas out, and draws them invisible
     until they arrive). And they are the very files MathJax's own @font-face rules name
     for those families, so the faces the formulas use are the ones loaded early."""
-    from site_builder.site import MATHJAX_FONTS
+    from site_builder.site import MATHJAX_FONTS, MATHJAX_WOFF
     ctx = offline.context()
     ctx.add_init_script(FONTS_AT_FIRST_FORMULA)
     page = offline.page(ctx)
@@ -483,8 +483,8 @@ def test_formula_fonts_load_with_the_page_not_after_the_first_formulas(demo, off
         assert {"loading", "loaded"} & set(at_first.get(family, [])), (family, at_first)
     mathjax_rules = page.evaluate(FONT_FACE_RULES)
     for family, name in MATHJAX_FONTS.items():
-        assert mathjax_rules.get(family, "").endswith("/static/mathjax/output/chtml/fonts/"
-                                                      f"woff-v2/{name}"), (family, mathjax_rules)
+        assert mathjax_rules.get(family, "").endswith(f"/static/mathjax/{MATHJAX_WOFF}/{name}"), \
+            (family, mathjax_rules)
         assert mathjax_rules[family] in woff, (family, woff)
     page.evaluate("() => document.fonts.ready")
     statuses = page.evaluate("""() => {
@@ -498,9 +498,10 @@ def test_formula_fonts_load_with_the_page_not_after_the_first_formulas(demo, off
     offline.check()
 
 
-# Run before the page's own scripts: at each frame once the formulas of the first
-# screen are typeset and no font is loading, note whether the rest of the page is
-# typeset too (then the first screen was never drawn on its own).
+# Run before the page's own scripts: at the first frame after the one in which the
+# formulas of the first screen appear (so the browser has asked for their fonts) in
+# which no font is loading, note whether the rest of the page is typeset too (then the
+# first screen was never drawn on its own).
 FIRST_SCREEN_DRAWN = """
 window.__drawnAlone = null;
 document.addEventListener('DOMContentLoaded', function () {
