@@ -87,9 +87,8 @@ CONFIGS = {
 # shows the logit gap). Starting ten times higher holds $D$ back while $G$ learns its
 # colours: over 1,900 steps attribute accuracy 0.63, where the paper's values reach 0.58
 # to 0.59 in 2,000 steps; the default 1,700 steps reach 0.60 and 0.63 on two seeds (see
-# the README). The command line's tiny default uses
-# `TINY_GAMMA`; `R3GANExperiment` itself, and so the benchmark's roadmap, keep the
-# paper's.
+# the README). The command line's tiny default uses `TINY_GAMMA`; `R3GANExperiment`
+# itself, and so the benchmark's roadmap, keep the paper's.
 TINY_GAMMA = (0.5, 0.05)
 DEFAULTS = {
     "train": {"steps": 1700, "batch_size": 32, "lr": 2e-3, "grad_clip": None,
