@@ -61,14 +61,30 @@ MATHJAX_ENTRY = "startup.js"
 # parses the page; the TeX extensions (and fonts other than MATHJAX_FONTS, below) are asked
 # for only when a formula needs them.
 MATHJAX_PRELOAD = [f for f in MATHJAX_FILES if f.endswith(".js") and f != MATHJAX_ENTRY]
-# The fonts of MathJax's TeX font (CommonHTML output) that nearly every formula uses:
-# the zero-width font, Main (digits, operators, brackets) and Math italic (variables);
-# of the 43 course pages with formulas on their first screen (1280 x 800), all use the
-# first two and 37 the third.
+# The @font-face rules of MathJax's TeX font (CommonHTML output): family -> file in
+# MATHJAX_WOFF, as MathJax itself writes them (a browser test compares the two). The pages
+# declare them in their head, and MathJax is told not to add its own: a stylesheet that
+# adds @font-face rules makes the browser lay out all of the page's text again, which
+# MathJax's would do just when its first formulas are drawn.
+MATHJAX_FACES = {
+    "MJXZERO": "MathJax_Zero.woff", "MJXTEX": "MathJax_Main-Regular.woff",
+    "MJXTEX-B": "MathJax_Main-Bold.woff", "MJXTEX-I": "MathJax_Math-Italic.woff",
+    "MJXTEX-MI": "MathJax_Main-Italic.woff", "MJXTEX-BI": "MathJax_Math-BoldItalic.woff",
+    "MJXTEX-S1": "MathJax_Size1-Regular.woff", "MJXTEX-S2": "MathJax_Size2-Regular.woff",
+    "MJXTEX-S3": "MathJax_Size3-Regular.woff", "MJXTEX-S4": "MathJax_Size4-Regular.woff",
+    "MJXTEX-A": "MathJax_AMS-Regular.woff", "MJXTEX-C": "MathJax_Calligraphic-Regular.woff",
+    "MJXTEX-CB": "MathJax_Calligraphic-Bold.woff", "MJXTEX-FR": "MathJax_Fraktur-Regular.woff",
+    "MJXTEX-FRB": "MathJax_Fraktur-Bold.woff", "MJXTEX-SS": "MathJax_SansSerif-Regular.woff",
+    "MJXTEX-SSB": "MathJax_SansSerif-Bold.woff", "MJXTEX-SSI": "MathJax_SansSerif-Italic.woff",
+    "MJXTEX-SC": "MathJax_Script-Regular.woff", "MJXTEX-T": "MathJax_Typewriter-Regular.woff",
+    "MJXTEX-V": "MathJax_Vector-Regular.woff", "MJXTEX-VB": "MathJax_Vector-Bold.woff",
+}
+# The families nearly every formula uses: the zero-width font, Main (digits, operators,
+# brackets) and Math italic (variables); of the 43 course pages with formulas on their
+# first screen (1280 x 800), all use the first two and 37 the third.
 # The page loads them while MathJax's scripts load (base.html), not once the first
-# formulas are laid out. Family names as in MathJax's own @font-face rules.
-MATHJAX_FONTS = {"MJXZERO": "MathJax_Zero.woff", "MJXTEX": "MathJax_Main-Regular.woff",
-                 "MJXTEX-I": "MathJax_Math-Italic.woff"}
+# formulas are laid out.
+MATHJAX_FONTS = ["MJXZERO", "MJXTEX", "MJXTEX-I"]
 
 
 def mathjax_dir() -> Path:
@@ -313,9 +329,10 @@ def _common(course: Course, options: Options, root: str, has_math: bool) -> dict
         "mathjax_url": options.mathjax_url or f"{root}static/mathjax/{MATHJAX_ENTRY}",
         "mathjax_preload": [] if options.mathjax_url else
                            [f"{root}static/mathjax/{name}" for name in MATHJAX_PRELOAD],
-        "mathjax_fonts": {} if options.mathjax_url else
+        "mathjax_faces": {} if options.mathjax_url else
                          {family: f"{root}static/mathjax/{MATHJAX_WOFF}/{name}"
-                          for family, name in MATHJAX_FONTS.items()},
+                          for family, name in MATHJAX_FACES.items()},
+        "mathjax_fonts": [] if options.mathjax_url else MATHJAX_FONTS,
         "chapter_count": sum(len(chapters) for _, chapters in course.parts),
     }
 

@@ -467,33 +467,60 @@ def test_formula_fonts_load_with_the_page_not_after_the_first_formulas(demo, off
     """The fonts nearly every formula uses are asked for while the page loads: when MathJax
     inserts its first formulas they are already loading or loaded (without this the
     browser requests them only when it lays those formulas out, and draws them invisible
-    until they arrive). And they are the very files MathJax's own @font-face rules name
-    for those families, so the faces the formulas use are the ones loaded early."""
-    from site_builder.site import MATHJAX_FONTS, MATHJAX_WOFF
+    until they arrive). Each of MathJax's font families has one face, the page's own:
+    MathJax adds no @font-face rule of its own, which would make the browser lay out
+    the page's text again when the first formulas are drawn."""
+    from site_builder.site import MATHJAX_FACES, MATHJAX_FONTS
     ctx = offline.context()
     ctx.add_init_script(FONTS_AT_FIRST_FORMULA)
     page = offline.page(ctx)
-    woff = []
-    page.on("request", lambda r: r.url.endswith(".woff") and woff.append(r.url))
     page.goto(url(demo, "demo.html"))
     wait_for_mathjax(page)
     page.wait_for_function("() => window.__fontsAtFirst !== null")
     at_first = page.evaluate("() => window.__fontsAtFirst")
     for family in MATHJAX_FONTS:
         assert {"loading", "loaded"} & set(at_first.get(family, [])), (family, at_first)
-    mathjax_rules = page.evaluate(FONT_FACE_RULES)
-    for family, name in MATHJAX_FONTS.items():
-        assert mathjax_rules.get(family, "").endswith(f"/static/mathjax/{MATHJAX_WOFF}/{name}"), \
-            (family, mathjax_rules)
-        assert mathjax_rules[family] in woff, (family, woff)
+    assert page.evaluate("""() => Array.from(document.getElementById('MJX-CHTML-styles')
+        .sheet.cssRules).filter(r => r instanceof CSSFontFaceRule).length""") == 0
     page.evaluate("() => document.fonts.ready")
     statuses = page.evaluate("""() => {
         const s = {};
         document.fonts.forEach(f => (s[f.family] = s[f.family] || []).push(f.status));
         return s;
     }""")
+    assert set(statuses) == set(MATHJAX_FACES), statuses
+    for family, status in statuses.items():
+        assert len(status) == 1 and status != ["error"], (family, status)
     for family in MATHJAX_FONTS:
-        assert "error" not in statuses[family] and "loaded" in statuses[family], statuses
+        assert statuses[family] == ["loaded"], statuses
+    assert not page.problems, page.problems
+    offline.check()
+
+
+def test_the_page_declares_mathjax_fonts_as_mathjax_itself_would(demo, offline):
+    """The page declares MathJax's @font-face rules itself and tells MathJax to add none;
+    they must be the very rules MathJax writes when left to itself (the same families,
+    the same files), as on a page whose head does not declare them (`--mathjax-url`)."""
+    from site_builder.site import MATHJAX_FACES
+    ctx = offline.context()
+    page = offline.page(ctx)
+    page.goto(url(demo, "demo.html"))
+    wait_for_mathjax(page)
+    ours = page.evaluate(FONT_FACE_RULES)
+    assert list(ours) == list(MATHJAX_FACES), ours
+
+    def without_faces(route):
+        html = path_of(route.request.url).read_text(encoding="utf8")
+        start = html.index('<style id="MathJax-faces">')
+        html = html[:start] + html[html.index("</style>", start) + len("</style>"):]
+        route.fulfill(body=html, content_type="text/html")
+    page = offline.page(ctx)
+    page.route(url(demo, "demo.html"), without_faces)
+    page.goto(url(demo, "demo.html"))
+    wait_for_mathjax(page)
+    assert page.locator("#MathJax-faces").count() == 0
+    assert page.locator("mjx-container").count() > 0
+    assert page.evaluate(FONT_FACE_RULES) == ours
     assert not page.problems, page.problems
     offline.check()
 
