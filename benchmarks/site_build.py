@@ -31,16 +31,18 @@ the whole `static/mathjax` folder is counted, an upper bound (a browser fetches 
 `tex-chtml.js`, the fonts and extensions it uses).
 
 **Typesetting in the browser** (skipped with `--no-browser`, or when Chromium is
-missing): the course is built once, and the five pages with the most formulas are
-opened in headless Chromium (`/usr/bin/chromium`, offline), `--mj-runs` times each in
-a fresh context (a new tab: a cold start, slower than following a link within the
-site), at 1280 x 800. A probe records, from navigation start, when every formula on
-the first screen (those an IntersectionObserver sees in the first frame) is typeset
-with its fonts loaded, and when every formula of the page is; after that the page is
-scrolled to the end and we check that no formula is left untypeset. Each page is also
-opened as it was configured before (the combined `tex-chtml.js`, the whole page typeset
-in one pass), written beside it in the temporary site, so both are measured on the same
-machine in the same minute.
+missing): the course is built once, and the five pages with the most formulas are opened
+in headless Chromium (`/usr/bin/chromium`, offline), `--mj-runs` times each in a fresh
+context (a new tab: a cold start, slower than following a link within the site), at
+1280 x 800. A probe records, from navigation start, when every formula on the first
+screen (those an IntersectionObserver sees in the first frame) is typeset with its fonts
+loaded, and when every formula of the page is; after that the page is scrolled to the
+end and we check that no formula is left untypeset. Where the first screen's time goes
+is reported too: when MathJax is ready (its scripts have run and its startup is done; no
+formula can be typeset sooner) and when the first screen's formulas are in the page
+(before they are drawn). Each page is also opened as it was configured before (the
+combined `tex-chtml.js`, the whole page typeset in one pass), written beside it in the
+temporary site, so both are measured on the same machine in the same minute.
 
 Results go to a Markdown table on stdout and to JSON (`--json`, default
 `benchmarks/results/site_build.json`).
@@ -315,7 +317,21 @@ TARGET_FIRST_SCREEN_S = 0.3
 # `document.fonts.status` when the formulas appear, as this probe did before, passes
 # before those fonts have even been requested: it reported 50-100 ms too early.)
 PROBE = """
-window.__mj = {first: null, all: null, inserted: null};
+window.__mj = {first: null, all: null, inserted: null, ready: null};
+/* When MathJax's scripts have run and its startup is done (its pageReady is called): no
+   formula can be typeset before. The page's configuration is in window.MathJax when the
+   parser inserts MathJax's script element, before that script runs. */
+new MutationObserver(function (records, observer) {
+  if (!document.getElementById('MathJax-script')) return;
+  observer.disconnect();
+  if (!window.MathJax) return;
+  var startup = window.MathJax.startup = window.MathJax.startup || {};
+  var pageReady = startup.pageReady;
+  startup.pageReady = function () {
+    __mj.ready = performance.now();
+    return pageReady ? pageReady.apply(this, arguments) : MathJax.startup.defaultPageReady();
+  };
+}).observe(document, {childList: true, subtree: true});
 document.addEventListener('DOMContentLoaded', function () {
   var els = Array.prototype.slice.call(document.querySelectorAll('.arithmatex'));
   function done(e) { var c = e.querySelector('mjx-container'); return !!(c && c.querySelector('mjx-math')); }
@@ -437,6 +453,9 @@ def typesetting(runs: int, log) -> dict:
                     entry[name] = {
                         "first_screen_s": stats([r["first"] / 1000 for r in res[name]]),
                         "all_s": stats([r["all"] / 1000 for r in res[name]]),
+                        "mathjax_ready_s": stats([r["ready"] / 1000 for r in res[name]]),
+                        "first_screen_inserted_s": stats([r["inserted"] / 1000
+                                                          for r in res[name]]),
                         "left_untypeset": max(r["left_untypeset"] for r in res[name])}
                 out[rel] = entry
                 log(f"{rel}: {entry['formulas']} formulas, first screen "
@@ -461,6 +480,18 @@ def typesetting_table(t: dict) -> str:
                     f"{_ms(before['first_screen_s']['median_s'])} | "
                     f"{_ms(before['all_s']['median_s'])} | {now['left_untypeset']} | "
                     f"{'yes' if ok else '**no**'}; {within}/{len(runs)} |")
+    rows += ["", "Where the first screen's time goes (medians, from navigation start): MathJax's "
+             "scripts run and its startup done, the first screen's formulas in the page, and "
+             "drawn with their fonts loaded.", "",
+             "| page | MathJax ready | first screen inserted | first screen drawn | "
+             "before: MathJax ready | before: inserted |", "|---|---|---|---|---|---|"]
+    for rel, e in t["pages"].items():
+        now, before = e["now"], e["before"]
+        rows.append(f"| {rel} | {_ms(now['mathjax_ready_s']['median_s'])} | "
+                    f"{_ms(now['first_screen_inserted_s']['median_s'])} | "
+                    f"{_ms(now['first_screen_s']['median_s'])} | "
+                    f"{_ms(before['mathjax_ready_s']['median_s'])} | "
+                    f"{_ms(before['first_screen_inserted_s']['median_s'])} |")
     return "\n".join(rows)
 
 
