@@ -406,6 +406,14 @@ def before_variant(html: str, tex_chtml: Path) -> str:
     return html[:start] + BEFORE_CONFIG % tex_chtml.as_uri() + html[end:]
 
 
+def timings(rs: list[dict]) -> dict:
+    """Medians and runs of what the probe recorded, in seconds."""
+    return {"first_screen_s": stats([r["first"] / 1000 for r in rs]),
+            "all_s": stats([r["all"] / 1000 for r in rs]),
+            "mathjax_ready_s": stats([r["ready"] / 1000 for r in rs]),
+            "first_screen_inserted_s": stats([r["inserted"] / 1000 for r in rs])}
+
+
 def typesetting(runs: int, log) -> dict:
     from playwright.sync_api import sync_playwright
 
@@ -429,6 +437,7 @@ def typesetting(runs: int, log) -> dict:
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=exe, args=[
                 "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+
             def load(path: Path, came_from: Path | None) -> dict:
                 """Open `path` in a fresh context (offline by the browser's own switch:
                 routing every request through Playwright, ctx.route, would add a round
@@ -466,12 +475,6 @@ def typesetting(runs: int, log) -> dict:
                 entry = {"formulas": res["now", "tab"][0]["n"],
                          "first_screen": res["now", "tab"][0]["nFirst"],
                          "link_from": other.relative_to(site).as_posix()}
-
-                def timings(rs: list[dict]) -> dict:
-                    return {"first_screen_s": stats([r["first"] / 1000 for r in rs]),
-                            "all_s": stats([r["all"] / 1000 for r in rs]),
-                            "mathjax_ready_s": stats([r["ready"] / 1000 for r in rs]),
-                            "first_screen_inserted_s": stats([r["inserted"] / 1000 for r in rs])}
                 for name in ("now", "before"):
                     entry[name] = timings(res[name, "tab"])
                     entry[name]["left_untypeset"] = max(r["left_untypeset"]
