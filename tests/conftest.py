@@ -21,6 +21,42 @@ def write(tmp_path):
     return _write
 
 
+@pytest.fixture
+def serve():
+    """Start `python build.py SOURCE --out OUT --serve` on a free port and wait until it
+    answers `first_path`; yields the base URL, and stops the server afterwards."""
+    import contextlib
+    import socket
+    import subprocess
+    import time
+    import urllib.request
+
+    @contextlib.contextmanager
+    def _serve(source: Path, out: Path, first_path: str):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        proc = subprocess.Popen([sys.executable, "build.py", str(source), "--out", str(out),
+                                 "--serve", "--port", str(port)], cwd=ROOT,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    with urllib.request.urlopen(base + first_path, timeout=5):
+                        break
+                except OSError:
+                    if time.monotonic() > deadline or proc.poll() is not None:
+                        raise AssertionError(f"the server did not answer {first_path}")
+                    time.sleep(0.2)
+            yield base
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+    return _serve
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """Torch on one CPU thread for a test module (then restored): on a busy 2-core

@@ -397,41 +397,24 @@ def test_math_edge_cases(demo, offline):
     offline.check()
 
 
-def test_served_page_requests_nothing_that_is_missing(demo, browser, tmp_path):
+def test_served_page_requests_nothing_that_is_missing(demo, browser, tmp_path, serve):
     """Served over HTTP (`--serve`), a page asks for nothing the site lacks and logs no
     error: no `/favicon.ico` request ending in 404, for one."""
-    import socket
-    import subprocess
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     src = demo.parent / "src" / "demo.py"
-    proc = subprocess.Popen([sys.executable, "build.py", str(src), "--out", str(tmp_path / "served"),
-                             "--serve", "--port", str(port)], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    ctx = browser.new_context()
-    try:
-        page = ctx.new_page()
-        errors, missing = [], []
-        page.on("console", lambda m: m.type == "error" and errors.append(m.text))
-        page.on("response", lambda r: r.status >= 400 and missing.append((r.status, r.url)))
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                page.goto(f"http://127.0.0.1:{port}/demo.html")
-                break
-            except Exception:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.3)
-        wait_for_mathjax(page)
-        page.wait_for_timeout(500)  # the browser asks for a tab icon after the page loads
-        assert page.locator("mjx-container").count() > 0
-        assert not errors and not missing, (errors, missing)
-    finally:
-        ctx.close()
-        proc.terminate()
-        proc.wait(timeout=10)
+    with serve(src, tmp_path / "served", "/demo.html") as base:
+        ctx = browser.new_context()
+        try:
+            page = ctx.new_page()
+            errors, missing = [], []
+            page.on("console", lambda m: m.type == "error" and errors.append(m.text))
+            page.on("response", lambda r: r.status >= 400 and missing.append((r.status, r.url)))
+            page.goto(base + "/demo.html")
+            wait_for_mathjax(page)
+            page.wait_for_timeout(500)  # the browser asks for a tab icon after the page loads
+            assert page.locator("mjx-container").count() > 0
+            assert not errors and not missing, (errors, missing)
+        finally:
+            ctx.close()
 
 
 def test_page_without_math_does_not_load_mathjax(site, demo, offline):

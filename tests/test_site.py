@@ -248,18 +248,10 @@ def wait_for(predicate, seconds=20.0):
     raise AssertionError("condition not met in time")
 
 
-def test_serve_rebuilds_on_change_and_shows_errors(small, tmp_path):
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+def test_serve_rebuilds_on_change_and_shows_errors(small, tmp_path, serve):
     out = tmp_path / "served"
-    proc = subprocess.Popen([sys.executable, "build.py", str(small), "--out", str(out), "--serve",
-                             "--port", str(port)], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    try:
-        base = f"http://127.0.0.1:{port}"
-        page = wait_for(lambda: get(base + "/a.html"))
+    with serve(small, out, "/a.html") as base:
+        page = get(base + "/a.html")
         assert b'<script src="/__annogen__/live.js"></script>' in page
         assert b"live.js" not in (out / "a.html").read_bytes()  # the files stay clean
         v0 = json.loads(get(base + "/__annogen__/state"))
@@ -273,9 +265,6 @@ def test_serve_rebuilds_on_change_and_shows_errors(small, tmp_path):
         state = wait_for(lambda: json.loads(get(base + "/__annogen__/state"))["error"])
         assert "a.py:2: broken cross-reference [[nowhere.py]]" in state
         assert b"Page A, edited" in get(base + "/a.html")  # previous site still served
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def test_top_readme_becomes_the_index_intro_and_is_watched(write, tmp_path, capsys):
