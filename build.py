@@ -47,6 +47,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--port", type=int, default=8000, help="port for --serve (default 8000)")
     p.add_argument("--mathjax-url", default=None,
                    help="load MathJax from this URL instead of the local copy")
+    p.add_argument("--no-prerender-math", dest="prerender_math", action="store_false",
+                   help="leave every formula to MathJax in the browser (default: the first "
+                        "formulas of each page are typeset at build time, with Node.js)")
     p.add_argument("--title", default="Documentation", help="site title when rendering PATHs")
     p.add_argument("--strict", action="store_true",
                    help="treat every warning as an error (e.g. a missing image in PATHs)")
@@ -65,12 +68,16 @@ def load(args):
     return load_course(args.manifest.resolve())
 
 
+def options(args) -> Options:
+    return Options(out=args.out, mathjax_url=args.mathjax_url, strict=args.strict,
+                   prerender_math=args.prerender_math)
+
+
 def build_once(args) -> bool:
     """One build; prints the result or the error line. Returns success."""
     start = time.perf_counter()
     try:
-        result = build(load(args), Options(out=args.out, mathjax_url=args.mathjax_url,
-                                           strict=args.strict))
+        result = build(load(args), options(args))
     except BuildError as e:
         print(e, file=sys.stderr)
         return False
@@ -93,9 +100,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.serve:
         from site_builder.serve import serve
-        return serve(args, lambda: build(load(args), Options(out=args.out,
-                                                             mathjax_url=args.mathjax_url,
-                                                             strict=args.strict)))
+        return serve(args, lambda: build(load(args), options(args)))
     return 0 if build_once(args) else 1
 
 

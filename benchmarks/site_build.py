@@ -6,7 +6,7 @@ r"""
     python benchmarks/site_build.py --copies 20 --runs 3 --json /tmp/site_build.json
 
 Both tools render the *same* corpus: the builder's own annotated sources
-(`site_builder/*.py` and `build.py`) copied `--copies` times into a temporary folder,
+(`site_builder/*.py`, `site_builder/*.js` and `build.py`) copied `--copies` times into a temporary folder,
 one flat folder `copy_k/` per copy. (Flat, so that the cross-reference `[[build.py]]`
 in `__init__.py` resolves to the copy beside it; with `copy_k/site_builder/` plus
 `copy_k/build.py` it would match every copy and the build would stop as ambiguous.)
@@ -42,10 +42,12 @@ is reported too: when MathJax is ready (its scripts have run and its startup is 
 formula can be typeset sooner) and when the first screen's formulas are in the page
 (before they are drawn). Each page is also reached by following a link from the next of
 the five pages in the same tab (as a reader going through the course, once the browser
-has loaded MathJax in that tab); there only the times are taken. And each page is opened
-as it was configured before (the combined `tex-chtml.js`, the whole page typeset in one
-pass), written beside it in the temporary site, so both are measured on the same machine
-in the same minute.
+has loaded MathJax in that tab); there only the times are taken. Three versions of
+each page are measured, in turn, on the same machine in the same minutes: as built (the
+first formulas typeset at build time, see `site_builder/prerender.py`), as built with
+`--no-prerender-math` (every formula typeset in the browser, the first screen first),
+and as configured before (the combined `tex-chtml.js`, the whole page typeset in one
+pass), the last two written beside the page in the temporary site.
 
 Results go to a Markdown table on stdout and to JSON (`--json`, default
 `benchmarks/results/site_build.json`).
@@ -80,7 +82,8 @@ TARGET_NOOP = 0.10  # our no-op rebuild / our full build, medians
 
 
 def default_sources() -> list[Path]:
-    return sorted((REPO / "site_builder").glob("*.py")) + [REPO / "build.py"]
+    return sorted(p for p in (REPO / "site_builder").iterdir()
+                  if p.suffix in (".py", ".js")) + [REPO / "build.py"]
 
 
 def make_corpus(root: Path, copies: int) -> list[str]:
@@ -411,7 +414,15 @@ def timings(rs: list[dict]) -> dict:
     return {"first_screen_s": stats([r["first"] / 1000 for r in rs]),
             "all_s": stats([r["all"] / 1000 for r in rs]),
             "mathjax_ready_s": stats([r["ready"] / 1000 for r in rs]),
-            "first_screen_inserted_s": stats([r["inserted"] / 1000 for r in rs])}
+            "first_screen_inserted_s": stats([r["inserted"] / 1000 for r in rs]),
+            "first_paint_s": stats([r["first_paint"] / 1000 for r in rs])}
+
+
+# The three versions of each page that are measured: as built (the first formulas
+# typeset at build time), as built with --no-prerender-math (every formula typeset in
+# the browser, in two passes), and as configured before (one combined MathJax file,
+# the whole page typeset in one pass).
+VERSIONS = ("now", "browser", "before")
 
 
 def typesetting(runs: int, log) -> dict:
@@ -421,18 +432,21 @@ def typesetting(runs: int, log) -> dict:
     from site_builder.site import mathjax_dir
     exe = chromium()
     with tempfile.TemporaryDirectory(prefix="annogen-mj-") as tmp:
-        site = Path(tmp) / "site"
-        if build.main(["--out", str(site), "-q"]) != 0:
-            raise SystemExit("the course does not build; see the error above")
+        site, browser_only = Path(tmp) / "site", Path(tmp) / "browser-only"
+        for out, flags in ((site, []), (browser_only, ["--no-prerender-math"])):
+            if build.main(["--out", str(out), "-q", *flags]) != 0:
+                raise SystemExit("the course does not build; see the error above")
         counts = sorted(((p.read_text(encoding="utf8").count('class="arithmatex'), p)
                          for p in site.rglob("*.html")), key=lambda x: (-x[0], str(x[1])))
         pages = [p for n, p in counts[:5] if n]
-        variants = {}
+        versions = {}
         for p in pages:
-            b = p.with_name(p.stem + ".before.html")
-            b.write_text(before_variant(p.read_text(encoding="utf8"),
-                                        mathjax_dir() / "tex-chtml.js"), encoding="utf8")
-            variants[p] = b
+            raw = (browser_only / p.relative_to(site)).read_text(encoding="utf8")
+            b = p.with_name(p.stem + ".browser.html")
+            b.write_text(raw, encoding="utf8")
+            old = p.with_name(p.stem + ".before.html")
+            old.write_text(before_variant(raw, mathjax_dir() / "tex-chtml.js"), encoding="utf8")
+            versions[p] = {"now": p, "browser": b, "before": old}
         out = {}
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=exe, args=[
@@ -453,6 +467,8 @@ def typesetting(runs: int, log) -> dict:
                     page.wait_for_function("() => window.__mj && __mj.first !== null && "
                                            "__mj.all !== null", timeout=120_000)
                 r = page.evaluate("() => __mj")
+                r["first_paint"] = page.evaluate(
+                    "() => performance.getEntriesByName('first-paint')[0].startTime")
                 if not came_from:
                     r["left_untypeset"] = page.evaluate(LEFT_UNTYPESET)
                     if r["left_untypeset"] is None:
@@ -466,26 +482,27 @@ def typesetting(runs: int, log) -> dict:
                 # The link is followed from the next of the five pages, in the same
                 # version (so "before" comes from a "before" page).
                 other = pages[(k + 1) % len(pages)]
-                came_from = {"now": other, "before": variants[other]}
-                res = {(name, how): [] for name in ("now", "before") for how in ("tab", "link")}
+                res = {(name, how): [] for name in VERSIONS for how in ("tab", "link")}
                 for i in range(runs):
-                    for name, path in (("now", p), ("before", variants[p]))[:: 1 if i % 2 else -1]:
-                        res[name, "tab"].append(load(path, None))
-                        res[name, "link"].append(load(path, came_from[name]))
+                    # The versions in turn, in a different order each run.
+                    for name in VERSIONS[i % 3:] + VERSIONS[:i % 3]:
+                        res[name, "tab"].append(load(versions[p][name], None))
+                        res[name, "link"].append(load(versions[p][name], versions[other][name]))
                 entry = {"formulas": res["now", "tab"][0]["n"],
                          "first_screen": res["now", "tab"][0]["nFirst"],
                          "link_from": other.relative_to(site).as_posix()}
-                for name in ("now", "before"):
+                for name in VERSIONS:
                     entry[name] = timings(res[name, "tab"])
                     entry[name]["left_untypeset"] = max(r["left_untypeset"]
                                                         for r in res[name, "tab"])
                     entry[name]["link"] = timings(res[name, "link"])
                 out[rel] = entry
-                log(f"{rel}: {entry['formulas']} formulas, first screen "
-                    f"{entry['now']['first_screen_s']['median_s']:.3f} s in a new tab (before "
-                    f"{entry['before']['first_screen_s']['median_s']:.3f} s), "
-                    f"{entry['now']['link']['first_screen_s']['median_s']:.3f} s following a "
-                    f"link (before {entry['before']['link']['first_screen_s']['median_s']:.3f} s)")
+                log(f"{rel}: {entry['formulas']} formulas, first screen in a new tab "
+                    + ", ".join(f"{name} {entry[name]['first_screen_s']['median_s']:.3f} s"
+                                for name in VERSIONS)
+                    + "; following a link "
+                    + ", ".join(f"{name} {entry[name]['link']['first_screen_s']['median_s']:.3f} s"
+                                for name in VERSIONS))
             browser.close()
     return {"pages": out, "runs": runs, "target_first_screen_s": TARGET_FIRST_SCREEN_S}
 
@@ -497,40 +514,44 @@ def typesetting_table(t: dict) -> str:
         n = sum(seconds <= TARGET_FIRST_SCREEN_S for seconds in runs)
         return f"{'yes' if ok else '**no**'}; {n}/{len(runs)}"
 
+    def first_all(timing: dict) -> str:
+        return (f"{_ms(timing['first_screen_s']['median_s'])} | "
+                f"{_ms(timing['all_s']['median_s'])}")
+
     target = f"first screen <= {TARGET_FIRST_SCREEN_S} s (median; runs within)"
-    rows = ["Opened in a new tab (a cold start):", "",
-            "| page (formulas, on first screen) | first screen typeset | all typeset | "
-            f"first screen, before | all, before | left untypeset | {target} |",
-            "|---|---|---|---|---|---|---|"]
+    head = ("first screen typeset | all typeset | browser only: first screen | all | "
+            f"before: first screen | all |")
+    rows = ["First screen and whole page typeset, medians from navigation start: as built "
+            "(the first formulas typeset at build time), built with --no-prerender-math "
+            "(browser only), and as configured before (one combined MathJax file, one pass).",
+            "", "Opened in a new tab (a cold start):", "",
+            f"| page (formulas, on first screen) | {head} left untypeset | {target} |",
+            "|---|---|---|---|---|---|---|---|---|"]
     for rel, e in t["pages"].items():
-        now, before = e["now"], e["before"]
         rows.append(f"| {rel} ({e['formulas']}, {e['first_screen']}) | "
-                    f"{_ms(now['first_screen_s']['median_s'])} | {_ms(now['all_s']['median_s'])} | "
-                    f"{_ms(before['first_screen_s']['median_s'])} | "
-                    f"{_ms(before['all_s']['median_s'])} | {now['left_untypeset']} | "
-                    f"{within(now)} |")
+                    + " | ".join(first_all(e[name]) for name in VERSIONS)
+                    + f" | {e['now']['left_untypeset']} | {within(e['now'])} |")
     rows += ["", "Reached by following a link from another course page, in the same tab "
              "(as a reader going through the course):", "",
-             f"| page (from) | first screen typeset | all typeset | first screen, before | "
-             f"all, before | {target} |", "|---|---|---|---|---|---|"]
+             f"| page (from) | {head} {target} |", "|---|---|---|---|---|---|---|---|"]
     for rel, e in t["pages"].items():
-        now, before = e["now"]["link"], e["before"]["link"]
-        rows.append(f"| {rel} ({e['link_from']}) | {_ms(now['first_screen_s']['median_s'])} | "
-                    f"{_ms(now['all_s']['median_s'])} | "
-                    f"{_ms(before['first_screen_s']['median_s'])} | "
-                    f"{_ms(before['all_s']['median_s'])} | {within(now)} |")
-    rows += ["", "Where the first screen's time goes (medians, from navigation start): MathJax's "
-             "scripts run and its startup done (no formula can be typeset sooner), the first "
-             "screen's formulas in the page, and drawn with their fonts loaded.", "",
-             "| page | how | MathJax ready | first screen inserted | first screen drawn | "
-             "before: MathJax ready |", "|---|---|---|---|---|---|"]
+        rows.append(f"| {rel} ({e['link_from']}) | "
+                    + " | ".join(first_all(e[name]["link"]) for name in VERSIONS)
+                    + f" | {within(e['now']['link'])} |")
+    rows += ["", "Where the first screen's time goes (medians, from navigation start): the "
+             "first paint, MathJax's scripts run and its startup done (no formula can be "
+             "typeset in the browser sooner), the first screen's formulas in the page, and "
+             "drawn with their fonts loaded.", "",
+             "| page | how | version | first paint | MathJax ready | first screen inserted | "
+             "first screen drawn |", "|---|---|---|---|---|---|---|"]
     for rel, e in t["pages"].items():
-        for how, now, before in (("new tab", e["now"], e["before"]),
-                                 ("link", e["now"]["link"], e["before"]["link"])):
-            rows.append(f"| {rel} | {how} | {_ms(now['mathjax_ready_s']['median_s'])} | "
-                        f"{_ms(now['first_screen_inserted_s']['median_s'])} | "
-                        f"{_ms(now['first_screen_s']['median_s'])} | "
-                        f"{_ms(before['mathjax_ready_s']['median_s'])} |")
+        for how in ("new tab", "link"):
+            for name in VERSIONS:
+                v = e[name] if how == "new tab" else e[name]["link"]
+                rows.append(f"| {rel} | {how} | {name} | {_ms(v['first_paint_s']['median_s'])} | "
+                            f"{_ms(v['mathjax_ready_s']['median_s'])} | "
+                            f"{_ms(v['first_screen_inserted_s']['median_s'])} | "
+                            f"{_ms(v['first_screen_s']['median_s'])} |")
     return "\n".join(rows)
 
 
@@ -611,7 +632,7 @@ def table(r: dict) -> str:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description="Time our site builder against stock Pycco.")
     p.add_argument("--copies", type=int, default=5,
-                   help="copies of site_builder/*.py + build.py (12 files each; default 5)")
+                   help="copies of site_builder/*.py, *.js + build.py (15 files each; default 5)")
     p.add_argument("--runs", type=int, default=5, help="timed runs per measurement (default 5)")
     p.add_argument("--page", default="parse.py", help="source whose page is weighed "
                    "(default parse.py)")

@@ -23,7 +23,9 @@ The modules, in the order a build uses them:
 - [[highlight.py]] colours the code one line at a time;
 - [[course.py]] reads the course manifest; [[render.py]] turns one file into a page;
 - [[site.py]] builds the whole site, atomically and incrementally, spreading the pages
-  over the cores with [[parallel.py]]; [[serve.py]] serves it and rebuilds on change;
+  over the cores with [[parallel.py]]; [[prerender.py]] typesets each page's first
+  formulas with MathJax in Node.js ([[typeset.js]]); [[serve.py]] serves it and rebuilds
+  on change;
 - [[errors.py]] gives every problem its `path:line:` form;
 - [[build.py]] is the command line.
 """

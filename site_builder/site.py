@@ -38,6 +38,7 @@ from .highlight import pygments_css
 from .mathtex import make_markdown
 from .parallel import default_jobs, fork_map
 from .parse import language_for
+from .prerender import node, prerender
 from .render import Prepared, page_context, prepare, source_copy_path
 from .xref import Resolver
 
@@ -98,6 +99,7 @@ class Options:
     mathjax_url: str | None = None  # None: the local copy
     jobs: int = 0  # worker processes; 0: one per core
     strict: bool = False  # every warning is an error
+    prerender_math: bool = True  # typeset the first formulas at build time (if Node.js is found)
 
 
 @dataclass
@@ -118,11 +120,17 @@ def _tree(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
 
 
+def prerender_with(options: Options) -> str | None:
+    """The Node.js that typesets the first formulas of each page, or None (the browser
+    typesets them all): see [[prerender.py]]."""
+    return node() if options.prerender_math and not options.mathjax_url else None
+
+
 def input_digest(course: Course, options: Options) -> str:
     """Everything a build reads. Equal digests mean an identical site."""
     h = hashlib.sha256(__version__.encode())
     h.update(json.dumps([options.mathjax_url, options.strict, course.title,
-                         course.tagline]).encode())
+                         course.tagline, prerender_with(options) is not None]).encode())
     for p in course.pages:
         h.update(f"{p.out}\0{p.kind}\0{p.title}\0{p.run}\0".encode())
     _hash_files(h, [p.src for p in course.pages])
@@ -134,7 +142,8 @@ def input_digest(course: Course, options: Options) -> str:
 def shared_key(course: Course, options: Options) -> str:
     """What every page shares: the builder, templates, styles, options, course title."""
     h = hashlib.sha256(__version__.encode())
-    h.update(json.dumps([options.mathjax_url, course.title, course.tagline]).encode())
+    h.update(json.dumps([options.mathjax_url, course.title, course.tagline,
+                         prerender_with(options) is not None]).encode())
     _hash_files(h, _tree(TEMPLATES) + _tree(STATIC) + _tree(BUILDER))
     return h.hexdigest()
 
@@ -239,6 +248,10 @@ def build(course: Course, options: Options) -> Result:
         index_html = tools["env"].get_template("index.html").render(
             _index_context(course, by_out, intro, tools["md"], resolver, options))
         (tmp / "index.html").write_text(index_html, encoding="utf8")
+        node_exe = prerender_with(options)
+        if node_exe:
+            prerender([tmp / "index.html"] + [tmp / p for p in result.rendered],
+                      node_exe, mathjax_dir())
         _write_assets(tmp, prepared, any(p.has_math or p.maybe_comment_math
                                          for p in prepared + ([intro] if intro else []))
                       and not options.mathjax_url)

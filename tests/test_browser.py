@@ -27,6 +27,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import build  # noqa: E402
+from site_builder.prerender import FIRST  # noqa: E402
 
 try:
     from playwright.sync_api import expect, sync_playwright
@@ -133,6 +134,14 @@ def find_chromium() -> str | None:
 def site(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("course") / "site"
     assert build.main(["--out", str(out), "-q", "--strict"]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def browser_only(tmp_path_factory) -> Path:
+    """The course built with every formula left to MathJax in the browser."""
+    out = tmp_path_factory.mktemp("course") / "site"
+    assert build.main(["--out", str(out), "-q", "--strict", "--no-prerender-math"]) == 0
     return out
 
 
@@ -572,11 +581,13 @@ document.addEventListener('DOMContentLoaded', function () {
 """
 
 
-def test_first_screen_is_drawn_before_the_rest_is_typeset(site, offline):
+def test_first_screen_is_drawn_before_the_rest_is_typeset(browser_only, offline):
     """Typesetting the rest of a long page holds the page's thread for a while, and no
     frame is drawn meanwhile: the formulas of the first screen must be drawn, their
     fonts loaded, before that starts. The fonts are made slow to arrive here (300 ms), so
-    that the page must wait for them."""
+    that the page must wait for them. (On a page built without --no-prerender-math, the
+    first screen's formulas come typeset from the build; this is what the browser does
+    where Node.js is not installed.)"""
     ctx = offline.context()
     ctx.add_init_script(FIRST_SCREEN_DRAWN)
 
@@ -585,11 +596,70 @@ def test_first_screen_is_drawn_before_the_rest_is_typeset(site, offline):
         route.continue_()
     ctx.route("**/*.woff", slow_font)
     page = offline.page(ctx)
-    page.goto(url(site, "var/quant.html"))
+    page.goto(url(browser_only, "var/quant.html"))
     page.wait_for_function("() => window.__drawnAlone !== null", timeout=20_000)
     assert page.evaluate("() => document.querySelectorAll('.arithmatex').length") > 100
     assert page.evaluate("() => window.__drawnAlone") is True
     assert not page.problems, page.problems
+    offline.check()
+
+
+def most_formulas(folder: Path, n: int = 5) -> list[str]:
+    """The n pages with the most formulas (the benchmark's pages)."""
+    counts = [((folder / rel).read_text(encoding="utf8").count('class="arithmatex'), rel)
+              for rel in html_pages(folder)]
+    return [rel for _, rel in sorted(counts, key=lambda c: (-c[0], c[1]))[:n]]
+
+
+ON_SCREEN_RAW = """() => Array.from(document.querySelectorAll('.arithmatex')).filter(e => {
+  const r = e.getBoundingClientRect();
+  return r.bottom > 0 && r.top < innerHeight && r.right > 0 && r.left < innerWidth;
+}).map(e => e.querySelector('mjx-container') ? null : e.textContent.slice(0, 60))"""
+
+
+@pytest.mark.parametrize("width,height", [(1280, 800), (390, 844)])
+def test_first_screen_is_typeset_without_javascript(site, offline, width, height):
+    """The first formulas of each page are typeset when the site is built: on the pages
+    with the most formulas, every formula on the first screen is typeset before any
+    script runs (here: with JavaScript turned off)."""
+    ctx = offline.context(viewport={"width": width, "height": height}, java_script_enabled=False)
+    problems = []
+    for rel in most_formulas(site):
+        page = offline.page(ctx)
+        page.goto(url(site, rel))
+        on_screen = page.evaluate(ON_SCREEN_RAW)
+        assert on_screen, f"{rel}: no formula on the first screen"
+        problems += [f"{rel}: not typeset: {tex}" for tex in on_screen if tex is not None]
+        page.close()
+    assert not problems, "\n".join(problems)
+
+
+def test_formulas_typeset_at_build_time_are_those_mathjax_draws(site, browser_only, offline):
+    """A page whose first formulas were typeset at build time, once the browser's MathJax
+    has typeset the rest, is pixel for pixel the page MathJax typesets alone; and MathJax
+    leaves the formulas typeset at build time as they are (it does not typeset them
+    again)."""
+    shots, boxes = [], []
+    for folder in (site, browser_only):
+        ctx = offline.context(viewport={"width": 1280, "height": 800})
+        ctx.add_init_script("""document.addEventListener('DOMContentLoaded', () => {
+            window.__early = Array.from(document.querySelectorAll('.arithmatex mjx-container')); });
+            document.addEventListener('annogen:typeset', () => { window.__typeset = true; });""")
+        page = offline.page(ctx)
+        page.goto(url(folder, "var/quant.html"))
+        page.wait_for_function("() => window.__typeset === true", timeout=20_000)
+        page.evaluate("() => document.fonts.ready.then(() => true)")
+        early = page.evaluate("() => [__early.length, __early.every(c => c.isConnected)]")
+        assert early == ([FIRST, True] if folder == site else [0, True]), early
+        boxes.append(page.evaluate("""() => Array.from(document.querySelectorAll(
+            '.arithmatex mjx-container'), c => { const r = c.getBoundingClientRect();
+            return [r.x, r.y + scrollY, r.width, r.height]; })"""))
+        shots.append(page.screenshot(full_page=True))
+        assert not page.problems, page.problems
+    assert len(boxes[0]) == len(boxes[1]) > 100
+    worst = max(abs(a - b) for p, q in zip(*boxes) for a, b in zip(p, q))
+    assert worst < 0.01, f"a formula moved by {worst:.3f} px"
+    assert shots[0] == shots[1], "the two pages differ in some pixels"
     offline.check()
 
 

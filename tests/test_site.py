@@ -421,6 +421,96 @@ def test_figures_get_sizes_small_grids_are_pixel_art_and_lab_notes_hold_markdown
                      page)
     notes = re.search(r"<details>(.*?)</details>", page, re.S).group(1)
     assert "<summary>Lab notes</summary>" in notes and "<strong>lr</strong>" in notes
-    assert '<span class="arithmatex">' in notes and "__main__.py" in notes
+    assert '<span class="arithmatex"' in notes and "__main__.py" in notes
     # Every chapter page offers the "done" toggle for its chapter.
     assert 'class="done-toggle" data-chapter="ch"' in page
+
+
+# === The first formulas typeset at build time ===
+
+def prerendered(html: str) -> list[str]:
+    """The markup of the formulas typeset at build time, in page order."""
+    return re.findall(r'data-prerendered>(<mjx-container.*?</mjx-container>)</(?:span|div)>', html)
+
+
+def raw_formulas(html: str) -> list[str]:
+    return re.findall(r'class="arithmatex[^"]*"[^>]*>(\\[(\[].*?\\[)\]])</', html)
+
+
+@pytest.fixture
+def many_formulas(write, tmp_path):
+    write("src/m.py", "\n".join([
+        "# # Many formulas", "#",
+        r"# First $a < b$, then $\boldsymbol{\theta}$, then", "#",
+        r"# $$\sum_i x_i$$",
+        "n = 1  # the count $n_i$", ""] +
+        [f"# Formula number $y_{{{i}}}$." for i in range(30)] + ["z = 2", ""]))
+    write("src/plain.py", "# # No math\nx = 1\n")
+    return tmp_path / "src"
+
+
+def test_first_formulas_are_typeset_at_build_time_and_the_rest_left_to_the_browser(
+        many_formulas, tmp_path, capsys):
+    from site_builder.prerender import FIRST
+    assert run([many_formulas, "--out", tmp_path / "out", "-q"], capsys)[0] == 0
+    html = (tmp_path / "out" / "m.html").read_text()
+    done, raw = prerendered(html), raw_formulas(html)
+    # The first FIRST formulas, in page order; the rest still TeX for MathJax.
+    assert len(done) == FIRST and len(done) + len(raw) == 34
+    assert raw[0] == r"\(y_{20}\)" and raw[-1] == r"\(y_{29}\)"
+    assert "mjx-c1D44E" in done[0] and "mjx-c3C" in done[0]  # a < b: the TeX, not &lt;
+    assert "TEX-BI" in done[1]  # \boldsymbol, an extension MathJax loads on demand
+    assert 'display="true"' in done[2] and 'display="true"' not in done[0]
+    assert all("mjx-merror" not in d and "<math" in d for d in done)  # MathML for readers
+    # The formula in a code comment keeps the TeX the copy button puts back.
+    assert re.search(r'data-src="\$n_i\$" data-prerendered><mjx-container', html)
+    # The page carries the style sheet of those formulas, without @font-face rules.
+    style = re.search(r'<style id="MathJax-prerendered">(.*?)</style>', html, re.S)[1]
+    assert "mjx-c.mjx-c3C::before" in style and "@font-face" not in style
+    assert "prerendered" not in (tmp_path / "out" / "plain.html").read_text()
+
+
+def test_a_page_whose_formulas_define_macros_is_left_to_the_browser(write, tmp_path, capsys):
+    # Typeset in advance, the definition would never reach the browser's MathJax.
+    write("src/d.py", r"# # D" + "\n" + r"# Let $\newcommand{\R}{\mathbb{R}}$ and $x \in \R$." + "\nx = 1\n")
+    write("src/e.py", r"# # E" + "\n" + r"# Just $x \in \mathbb{R}$." + "\nx = 1\n")
+    assert run([tmp_path / "src", "--out", tmp_path / "out", "-q"], capsys)[0] == 0
+    assert prerendered((tmp_path / "out" / "d.html").read_text()) == []
+    assert len(prerendered((tmp_path / "out" / "e.html").read_text())) == 1
+
+
+def test_without_node_every_formula_is_left_to_the_browser(many_formulas, tmp_path, capsys,
+                                                          monkeypatch):
+    out = tmp_path / "out"
+    assert run([many_formulas, "--out", out, "-q"], capsys)[0] == 0
+    assert prerendered((out / "m.html").read_text())
+    # No Node.js found: the same folder is rebuilt (its pages were made with it), and the
+    # pages are those of a build told not to typeset in advance.
+    import site_builder.site
+    monkeypatch.setattr(site_builder.site, "node", lambda: None)
+    code, io = run([many_formulas, "--out", out], capsys)
+    assert code == 0 and "rendered 2 pages" in io.out
+    assert run([many_formulas, "--out", tmp_path / "browser", "--no-prerender-math", "-q"],
+               capsys)[0] == 0
+    assert tree(out) == tree(tmp_path / "browser")
+    html = (out / "m.html").read_text()
+    assert prerendered(html) == [] and len(raw_formulas(html)) == 34
+    assert "MathJax-prerendered" not in html
+
+
+def test_node_failing_is_a_one_line_error_and_the_previous_site_stays(
+        many_formulas, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "out"
+    assert run([many_formulas, "--out", out, "-q"], capsys)[0] == 0
+    before = tree(out)
+    broken = tmp_path / "node"
+    broken.write_text("#!/bin/sh\necho 'something broke' >&2\nexit 3\n")
+    broken.chmod(0o755)
+    import site_builder.site
+    monkeypatch.setattr(site_builder.site, "node", lambda: str(broken))
+    (many_formulas / "m.py").write_text("# # M\n# Now $z$.\nz = 1\n")
+    code, io = run([many_formulas, "--out", out], capsys)
+    assert code == 1 and len(io.err.strip().splitlines()) == 1
+    assert "typesetting the first formulas failed: something broke" in io.err
+    assert "--no-prerender-math" in io.err
+    assert tree(out) == before

