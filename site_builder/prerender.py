@@ -43,6 +43,7 @@ import json
 import re
 import shutil
 import subprocess
+import threading
 from pathlib import Path
 
 from .errors import BuildError
@@ -89,39 +90,81 @@ def formulas(page_html: str) -> list[tuple[re.Match, str, bool]]:
     return found[:FIRST]
 
 
-def prerender(files: list[Path], node_exe: str, mathjax_es5: Path) -> int:
-    """Typeset the first formulas of each page in `files` (rewritten in place), with one
-    Node.js process for all of them. Returns how many formulas were typeset."""
-    texts = [f.read_text(encoding="utf8") for f in files]
-    found = [formulas(t) for t in texts]
-    todo = [(f, t, ms) for f, t, ms in zip(files, texts, found) if ms]
-    if not todo:
-        return 0
-    request = [[[tex, display] for _, tex, display in ms] for _, _, ms in todo]
-    try:
-        run = subprocess.run([node_exe, str(SCRIPT), str(mathjax_es5)], input=json.dumps(request),
-                             capture_output=True, text=True, encoding="utf8", check=False)
-    except OSError as e:
-        raise BuildError(SCRIPT, None, f"cannot run Node.js ({node_exe}): {e.strerror}; "
-                         "build with --no-prerender-math to typeset in the browser only") from None
-    if run.returncode != 0:
-        last = (run.stderr.strip().splitlines() or ["no message"])[-1]
-        raise BuildError(SCRIPT, None, f"typesetting the first formulas failed: {last}; "
-                         "build with --no-prerender-math to typeset in the browser only")
-    reply = json.loads(run.stdout)
-    x_height = reply["x_height"]
-    size = (f"\n.arithmatex[data-prerendered] > mjx-container {{\n"
-            f"  font-size: calc(1ex / {x_height});\n"
-            f"  font-size: round(nearest, calc(1ex / {x_height}), 0.001em);\n}}\n")
-    for (f, text, ms), page in zip(todo, reply["pages"]):
-        out, pos = [], 0
-        for (m, _, _), markup in zip(ms, page["html"]):
-            opening = m[1][:-1] + " data-prerendered>"
-            out += [text[pos:m.start()], opening, markup, f"</{m[2]}>"]
-            pos = m.end()
-        out.append(text[pos:])
-        page_html = "".join(out)
-        head_end = page_html.index("</head>")
-        style = f'<style id="MathJax-prerendered">\n{page["css"]}{size}</style>\n'
-        f.write_text(page_html[:head_end] + style + page_html[head_end:], encoding="utf8")
-    return sum(len(ms) for _, _, ms in todo)
+class Prerender:
+    """One Node.js process (none when `node_exe` is None) that typesets the first
+    formulas of the pages given to `send`; `finish` waits for it and rewrites those pages
+    in place. It is started before the pages are rendered, so that MathJax loads while
+    they are; `close` stops it if the build fails meanwhile."""
+
+    def __init__(self, node_exe: str | None, mathjax_es5: Path):
+        self.todo, self.proc, self.writer = [], None, None
+        if node_exe is None:
+            return
+        try:
+            self.proc = subprocess.Popen([node_exe, str(SCRIPT), str(mathjax_es5)],
+                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         stderr=subprocess.PIPE)
+        except OSError as e:
+            raise BuildError(SCRIPT, None, f"cannot run Node.js ({node_exe}): {e.strerror}; "
+                             "build with --no-prerender-math to typeset in the browser "
+                             "only") from None
+
+    def send(self, files: list[Path]) -> None:
+        if self.proc is None:
+            return
+        for f in files:
+            text = f.read_text(encoding="utf8")
+            found = formulas(text)
+            if found:
+                self.todo.append((f, text, found))
+        request = [[[tex, display] for _, tex, display in found] for _, _, found in self.todo]
+        # Written from a thread: the process reads it only once MathJax has loaded, and
+        # the build goes on meanwhile.
+        self.writer = threading.Thread(target=self._write, args=(json.dumps(request).encode(),))
+        self.writer.start()
+
+    def _write(self, data: bytes) -> None:
+        try:
+            self.proc.stdin.write(data)
+            self.proc.stdin.close()
+        except OSError:  # the process has ended; finish() reports why
+            pass
+
+    def finish(self) -> int:
+        """Wait for the formulas and write them into their pages; returns how many."""
+        if self.proc is None:
+            return 0
+        self._join_writer()
+        out, err = self.proc.communicate()
+        if self.proc.returncode != 0:
+            last = (err.decode("utf8", "replace").strip().splitlines() or ["no message"])[-1]
+            raise BuildError(SCRIPT, None, f"typesetting the first formulas failed: {last}; "
+                             "build with --no-prerender-math to typeset in the browser only")
+        reply = json.loads(out)
+        x_height = reply["x_height"]
+        size = (f"\n.arithmatex[data-prerendered] > mjx-container {{\n"
+                f"  font-size: calc(1ex / {x_height});\n"
+                f"  font-size: round(nearest, calc(1ex / {x_height}), 0.001em);\n}}\n")
+        for (f, text, found), page in zip(self.todo, reply["pages"]):
+            out, pos = [], 0
+            for (m, _, _), markup in zip(found, page["html"]):
+                opening = m[1][:-1] + " data-prerendered>"
+                out += [text[pos:m.start()], opening, markup, f"</{m[2]}>"]
+                pos = m.end()
+            out.append(text[pos:])
+            page_html = "".join(out)
+            head_end = page_html.index("</head>")
+            style = f'<style id="MathJax-prerendered">\n{page["css"]}{size}</style>\n'
+            f.write_text(page_html[:head_end] + style + page_html[head_end:], encoding="utf8")
+        return sum(len(found) for _, _, found in self.todo)
+
+    def _join_writer(self) -> None:
+        if self.writer is not None:
+            self.writer.join()
+            self.proc.stdin = None  # closed by the writer
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self._join_writer()
+            self.proc.communicate()

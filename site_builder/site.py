@@ -38,7 +38,7 @@ from .highlight import pygments_css
 from .mathtex import make_markdown
 from .parallel import default_jobs, fork_map
 from .parse import language_for
-from .prerender import node, prerender
+from .prerender import Prerender, node
 from .render import Prepared, page_context, prepare, source_copy_path
 from .xref import Resolver
 
@@ -222,6 +222,18 @@ def build(course: Course, options: Options) -> Result:
     except OSError as e:
         # The temporary folder is ours, not the reader's: name the folder they asked for.
         raise BuildError(out, None, f"cannot write the output folder: {e.strerror}") from None
+    # The first formulas of the pages about to be rendered are typeset by MathJax in
+    # another process ([[prerender.py]]), started now so that it loads while they render.
+    with_math = [p for p in prepared + ([intro] if intro else [])
+                 if p.has_math or p.maybe_comment_math]
+    site_has_math = bool(with_math)
+
+    def reused(prep: Prepared) -> bool:
+        out_file = prep.page.out
+        return prep is not intro and old_keys.get(out_file) == new_keys[out_file] and \
+            (out / out_file).is_file()
+    typesetting = Prerender(prerender_with(options) if not all(map(reused, with_math))
+                            else None, mathjax_dir())
     try:
         # Pass 2: render the pages whose key changed; copy the others.
         def render_one(i: int) -> bool:
@@ -230,9 +242,8 @@ def build(course: Course, options: Options) -> Result:
             dest = tmp / page.out
             dest.parent.mkdir(parents=True, exist_ok=True)
             (tmp / source_copy_path(page)).write_bytes(page.src.read_bytes())
-            previous = out / page.out
-            if old_keys.get(page.out) == new_keys[page.out] and previous.is_file():
-                shutil.copyfile(previous, dest)
+            if reused(prep):
+                shutil.copyfile(out / page.out, dest)
                 return False
             tools = _tools()
             ctx = page_context(prep, course, by_out, tools["md"], resolver, tools["lexer_for"])
@@ -248,22 +259,19 @@ def build(course: Course, options: Options) -> Result:
         index_html = tools["env"].get_template("index.html").render(
             _index_context(course, by_out, intro, tools["md"], resolver, options))
         (tmp / "index.html").write_text(index_html, encoding="utf8")
-        node_exe = prerender_with(options)
-        if node_exe:
-            prerender([tmp / "index.html"] + [tmp / p for p in result.rendered],
-                      node_exe, mathjax_dir())
-        _write_assets(tmp, prepared, any(p.has_math or p.maybe_comment_math
-                                         for p in prepared + ([intro] if intro else []))
-                      and not options.mathjax_url)
+        typesetting.send([tmp / "index.html"] + [tmp / p for p in result.rendered])
+        _write_assets(tmp, prepared, site_has_math and not options.mathjax_url)
         _write_search_index(tmp, prepared, course)
         figures = [(str(c.figure), c.figure_out) for _, chapters in course.parts
                    for c in chapters if c.figure]
         assets = _copy_images(tmp, prepared + ([intro] if intro else []), figures)
+        typesetting.finish()
         (tmp / STATE_FILE).write_text(json.dumps({"input": digest, "pages": new_keys,
                                                   "assets": assets,
                                                   "warnings": result.warnings.items},
                                                  sort_keys=True, indent=1) + "\n")
     except BaseException:
+        typesetting.close()
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     _swap(tmp, out)

@@ -12,8 +12,6 @@
 "use strict";
 const path = require("path");
 const es5 = process.argv[2];
-const pages = JSON.parse(require("fs").readFileSync(0, "utf8"));
-
 require(path.join(es5, "node-main.js")).init({
   loader: {paths: {mathjax: es5},
            load: ["adaptors/liteDOM", "input/tex", "output/chtml", "a11y/assistive-mml"]},
@@ -22,6 +20,9 @@ require(path.join(es5, "node-main.js")).init({
   chtml: {matchFontHeight: false},
   startup: {typeset: false},
 }).then(async (MathJax) => {
+  // The formulas are read once MathJax has loaded: the build starts this process
+  // early, so that the loading happens while it renders the pages.
+  const pages = JSON.parse(require("fs").readFileSync(0, "utf8"));
   const output = MathJax.startup.output, adaptor = MathJax.startup.adaptor;
   output.font.constructor.defaultFonts = {};
   const result = [];
