@@ -1,6 +1,6 @@
 // Typesets formulas at build time with MathJax's own code: the same MathJax 3.2.2
 // components the pages load (TeX input, CommonHTML output, the assistive MathML), run
-// in Node.js on MathJax's LiteDOM instead of a browser's DOM. See prerender.py.
+// in Node.js on MathJax's LiteDOM instead of a browser's DOM. See [[prerender.py]].
 //
 //   node typeset.js MATHJAX_ES5_DIR < pages.json > typeset.json
 //

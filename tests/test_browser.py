@@ -615,13 +615,6 @@ def test_first_screen_is_drawn_before_the_rest_is_typeset(browser_only, offline)
     offline.check()
 
 
-def most_formulas(folder: Path, n: int = 5) -> list[str]:
-    """The n pages with the most formulas (the benchmark's pages)."""
-    counts = [((folder / rel).read_text(encoding="utf8").count('class="arithmatex'), rel)
-              for rel in html_pages(folder)]
-    return [rel for _, rel in sorted(counts, key=lambda c: (-c[0], c[1]))[:n]]
-
-
 ON_SCREEN_RAW = """() => Array.from(document.querySelectorAll('.arithmatex')).filter(e => {
   const r = e.getBoundingClientRect();
   return r.bottom > 0 && r.top < innerHeight && r.right > 0 && r.left < innerWidth;
@@ -630,18 +623,18 @@ ON_SCREEN_RAW = """() => Array.from(document.querySelectorAll('.arithmatex')).fi
 
 @pytest.mark.parametrize("width,height", [(1280, 800), (390, 844)])
 def test_first_screen_is_typeset_without_javascript(site, offline, width, height):
-    """The first formulas of each page are typeset when the site is built: on the pages
-    with the most formulas, every formula on the first screen is typeset before any
-    script runs (here: with JavaScript turned off)."""
+    """The first formulas of each page are typeset when the site is built: on every page,
+    every formula on the first screen is typeset before any script runs (here: with
+    JavaScript turned off)."""
     ctx = offline.context(viewport={"width": width, "height": height}, java_script_enabled=False)
-    problems = []
-    for rel in most_formulas(site):
-        page = offline.page(ctx)
+    page = offline.page(ctx)
+    problems, with_math = [], 0
+    for rel in html_pages(site):
         page.goto(url(site, rel))
         on_screen = page.evaluate(ON_SCREEN_RAW)
-        assert on_screen, f"{rel}: no formula on the first screen"
+        with_math += bool(on_screen)
         problems += [f"{rel}: not typeset: {tex}" for tex in on_screen if tex is not None]
-        page.close()
+    assert with_math > 30, with_math  # pages with formulas on their first screen
     assert not problems, "\n".join(problems)
 
 
