@@ -6,8 +6,8 @@ r"""
     python benchmarks/site_build.py --copies 20 --runs 3 --json /tmp/site_build.json
 
 Both tools render the *same* corpus: the builder's own annotated sources
-(`site_builder/*.py`, `site_builder/*.js` and `build.py`) copied `--copies` times into a temporary folder,
-one flat folder `copy_k/` per copy. (Flat, so that the cross-reference `[[build.py]]`
+(`site_builder/*.py`, `site_builder/*.js` and `build.py`) copied `--copies` times into a
+temporary folder, one flat folder `copy_k/` per copy. (Flat, so that the cross-reference `[[build.py]]`
 in `__init__.py` resolves to the copy beside it; with `copy_k/site_builder/` plus
 `copy_k/build.py` it would match every copy and the build would stop as ambiguous.)
 
@@ -31,10 +31,10 @@ the whole `static/mathjax` folder is counted, an upper bound (a browser fetches 
 `tex-chtml.js`, the fonts and extensions it uses).
 
 **Typesetting in the browser** (skipped with `--no-browser`, or when Chromium is
-missing): the course is built once, and the five pages with the most formulas are opened
-in headless Chromium (`/usr/bin/chromium`, offline), `--mj-runs` times each in a fresh
-context (a new tab: a cold start, slower than following a link within the site), at
-1280 x 800. A probe records, from navigation start, when every formula on the first
+missing): the course is built (twice, see below), and the five pages with the most
+formulas are opened in headless Chromium (`/usr/bin/chromium`, offline), `--mj-runs`
+times each in a fresh context (a new tab: a cold start, slower than following a link
+within the site), at 1280 x 800. A probe records, from navigation start, when every formula on the first
 screen (those an IntersectionObserver sees in the first frame) is typeset with its fonts
 loaded, and when every formula of the page is; after that the page is scrolled to the
 end and we check that no formula is left untypeset. Where the first screen's time goes
@@ -47,7 +47,11 @@ each page are measured, in turn, on the same machine in the same minutes: as bui
 first formulas typeset at build time, see `site_builder/prerender.py`), as built with
 `--no-prerender-math` (every formula typeset in the browser, the first screen first),
 and as configured before (the combined `tex-chtml.js`, the whole page typeset in one
-pass), the last two written beside the page in the temporary site.
+pass), the last two written beside the page in the temporary site. Where the first
+screen's formulas come typeset in the page, the probe's first look at them comes when
+its IntersectionObserver first reports, after the first frame (after the page's
+DOMContentLoaded): its "first screen" time is then an upper bound, and the first paint
+(also reported) a lower one.
 
 Results go to a Markdown table on stdout and to JSON (`--json`, default
 `benchmarks/results/site_build.json`).
@@ -520,7 +524,7 @@ def typesetting_table(t: dict) -> str:
 
     target = f"first screen <= {TARGET_FIRST_SCREEN_S} s (median; runs within)"
     head = ("first screen typeset | all typeset | browser only: first screen | all | "
-            f"before: first screen | all |")
+            "before: first screen | all |")
     rows = ["First screen and whole page typeset, medians from navigation start: as built "
             "(the first formulas typeset at build time), built with --no-prerender-math "
             "(browser only), and as configured before (one combined MathJax file, one pass).",

@@ -59,8 +59,9 @@ MATHJAX_FILES = ["startup.js", "core.js", "input/tex.js", "output/chtml.js", "ou
 MATHJAX_ENTRY = "startup.js"
 # The components the loader will request on every page with math (the scripts above
 # besides the loader itself), named in the page head so the browser fetches them while it
-# parses the page, when the browser typesets the first screen itself (see `_common`); the TeX extensions (and fonts other than MATHJAX_FONTS, below) are asked
-# for only when a formula needs them.
+# parses the page, where the browser typesets the first screen itself (see `_common`);
+# the TeX extensions (and fonts other than MATHJAX_FONTS, below) are asked for only when
+# a formula needs them.
 MATHJAX_PRELOAD = [f for f in MATHJAX_FILES if f.endswith(".js") and f != MATHJAX_ENTRY]
 # The @font-face rules of MathJax's TeX font (CommonHTML output): family -> file in
 # MATHJAX_WOFF, as MathJax itself writes them (a browser test compares the two). The pages
@@ -222,18 +223,19 @@ def build(course: Course, options: Options) -> Result:
     except OSError as e:
         # The temporary folder is ours, not the reader's: name the folder they asked for.
         raise BuildError(out, None, f"cannot write the output folder: {e.strerror}") from None
-    # The first formulas of the pages about to be rendered are typeset by MathJax in
-    # another process ([[prerender.py]]), started now so that it loads while they render.
-    with_math = [p for p in prepared + ([intro] if intro else [])
-                 if p.has_math or p.maybe_comment_math]
-    site_has_math = bool(with_math)
-
     def reused(prep: Prepared) -> bool:
+        """Whether the page is copied from the previous build (the index never is)."""
         out_file = prep.page.out
         return prep is not intro and old_keys.get(out_file) == new_keys[out_file] and \
             (out / out_file).is_file()
-    typesetting = Prerender(prerender_with(options) if not all(map(reused, with_math))
-                            else None, mathjax_dir())
+
+    # The first formulas of the pages about to be rendered are typeset by MathJax in
+    # another process ([[prerender.py]]), started now so that it loads while they render;
+    # none is started when no page with math is to be rendered.
+    with_math = [p for p in prepared + ([intro] if intro else [])
+                 if p.has_math or p.maybe_comment_math]
+    to_typeset = not all(reused(p) for p in with_math)
+    typesetting = Prerender(prerender_with(options) if to_typeset else None, mathjax_dir())
     try:
         # Pass 2: render the pages whose key changed; copy the others.
         def render_one(i: int) -> bool:
@@ -260,7 +262,7 @@ def build(course: Course, options: Options) -> Result:
             _index_context(course, by_out, intro, tools["md"], resolver, options))
         (tmp / "index.html").write_text(index_html, encoding="utf8")
         typesetting.send([tmp / "index.html"] + [tmp / p for p in result.rendered])
-        _write_assets(tmp, prepared, site_has_math and not options.mathjax_url)
+        _write_assets(tmp, prepared, bool(with_math) and not options.mathjax_url)
         _write_search_index(tmp, prepared, course)
         figures = [(str(c.figure), c.figure_out) for _, chapters in course.parts
                    for c in chapters if c.figure]

@@ -596,9 +596,9 @@ def test_first_screen_is_drawn_before_the_rest_is_typeset(browser_only, offline)
     """Typesetting the rest of a long page holds the page's thread for a while, and no
     frame is drawn meanwhile: the formulas of the first screen must be drawn, their
     fonts loaded, before that starts. The fonts are made slow to arrive here (300 ms), so
-    that the page must wait for them. (On a page built without --no-prerender-math, the
-    first screen's formulas come typeset from the build; this is what the browser does
-    where Node.js is not installed.)"""
+    that the page must wait for them. (The page is built with --no-prerender-math, as
+    where Node.js is not installed: otherwise its first screen comes typeset from the
+    build.)"""
     ctx = offline.context()
     ctx.add_init_script(FIRST_SCREEN_DRAWN)
 
