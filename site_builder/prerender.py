@@ -4,10 +4,9 @@ r"""
 MathJax typesets in the reader's browser, and before it can typeset anything, its
 scripts must load, compile and start: on the two-core machine of our benchmark that
 alone takes 0.23-0.33 s in a new tab, and the page's first screen shows raw TeX until
-then. So the
-builder typesets the first formulas of each page itself, with MathJax's own code run
-in Node.js ([[typeset.js]]), and writes MathJax's markup into the page: those formulas
-are drawn with the page's first paint, even with JavaScript turned off. The browser's
+then. So the builder typesets the first formulas of each page itself, with MathJax's
+own code run in Node.js ([[typeset.js]]), and writes MathJax's markup into the page:
+those formulas are drawn with the page's first paint, even with JavaScript turned off. The browser's
 MathJax then typesets the rest exactly as before; an element that already holds a
 typeset formula holds no TeX delimiters, so it finds nothing there.
 
@@ -147,24 +146,24 @@ class Prerender:
         if self.proc is None:
             return 0
         self._join_writer()
-        out, err = self.proc.communicate()
+        stdout, err = self.proc.communicate()
         if self.proc.returncode != 0:
             last = (err.decode("utf8", "replace").strip().splitlines() or ["no message"])[-1]
             raise BuildError(SCRIPT, None, f"typesetting the first formulas failed: {last}; "
                              "build with --no-prerender-math to typeset in the browser only")
-        reply = json.loads(out)
+        reply = json.loads(stdout)
         x_height = reply["x_height"]
         size = (f"\n.arithmatex[data-prerendered] > mjx-container {{\n"
                 f"  font-size: calc(1ex / {x_height});\n"
                 f"  font-size: round(nearest, calc(1ex / {x_height}), 0.001em);\n}}\n")
         for (f, text, found), page in zip(self.todo, reply["pages"]):
-            out, pos = [], 0
+            parts, pos = [], 0
             for (m, _, _), markup in zip(found, page["html"]):
                 opening = m[1][:-1] + " data-prerendered>"
-                out += [text[pos:m.start()], opening, markup, f"</{m[2]}>"]
+                parts += [text[pos:m.start()], opening, markup, f"</{m[2]}>"]
                 pos = m.end()
-            out.append(text[pos:])
-            page_html = "".join(out)
+            parts.append(text[pos:])
+            page_html = "".join(parts)
             head_end = page_html.index("</head>")
             style = f'<style id="MathJax-prerendered">\n{page["css"]}{size}</style>\n'
             f.write_text(page_html[:head_end] + style + page_html[head_end:], encoding="utf8")

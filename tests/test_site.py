@@ -465,7 +465,8 @@ def test_first_formulas_are_typeset_at_build_time_and_the_rest_left_to_the_brows
 
 def test_a_page_whose_formulas_define_macros_is_left_to_the_browser(write, tmp_path, capsys):
     # Typeset in advance, the definition would never reach the browser's MathJax.
-    write("src/d.py", r"# # D" + "\n" + r"# Let $\newcommand{\R}{\mathbb{R}}$ and $x \in \R$." + "\nx = 1\n")
+    write("src/d.py", "# # D\n" + r"# Let $\newcommand{\R}{\mathbb{R}}$ and $x \in \R$." +
+          "\nx = 1\n")
     write("src/e.py", r"# # E" + "\n" + r"# Just $x \in \mathbb{R}$." + "\nx = 1\n")
     assert run([tmp_path / "src", "--out", tmp_path / "out", "-q"], capsys)[0] == 0
     assert prerendered((tmp_path / "out" / "d.html").read_text()) == []
