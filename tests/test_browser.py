@@ -995,11 +995,13 @@ def _all_pages(site, demo):
 
 
 def test_no_page_scrolls_sideways_at_1280_px_and_wide_content_scrolls_in_its_box(swept):
-    problems = [f"{name} at 1280 px: {p}" for name, r in swept["pages"].items() for p in r["layout"]]
+    problems = [f"{name} at 1280 px: {p}" for name, r in swept["pages"].items()
+                for p in r["layout"]]
     assert not problems, "\n".join(problems)
 
 
-def test_no_page_scrolls_sideways_on_a_phone_and_wide_content_scrolls_in_its_box(site, demo, offline):
+def test_no_page_scrolls_sideways_on_a_phone_and_wide_content_scrolls_in_its_box(site, demo,
+                                                                                  offline):
     """Each page opened afresh at 390 px, as a phone opens it (not resized from 1280)."""
     ctx = offline.context(viewport={"width": 390, "height": 844})
     page = offline.page(ctx)
