@@ -6,7 +6,7 @@ r"""
     python build.py --serve              # serve it on 127.0.0.1, rebuild on change
     python build.py mycode/ other.py     # any annotated files, the way `pycco` is used
     python build.py --out /tmp/site      # choose the output folder
-    python build.py --mathjax-url https://cdn.jsdelivr.net/npm/mathjax@3.2.2/es5/tex-chtml.js
+    python build.py --mathjax-url https://cdn.jsdelivr.net/npm/mathjax@3.2.2/es5/tex-svg.js
 
 Any error ends the build with a non-zero exit status and a single line
 `path:line: what is wrong`; the previous site is left as it was.

@@ -28,7 +28,7 @@ fresh output folder:
 "Bytes of a page with its assets" is one rendered page (default: `parse.py`) plus every
 local stylesheet, script and image it references. If the page loads the local MathJax,
 the whole `static/mathjax` folder is counted, an upper bound (a browser fetches only
-`tex-chtml.js`, the fonts and extensions it uses).
+the components and extensions it uses).
 
 **Typesetting in the browser** (skipped with `--no-browser`, or when Chromium is
 missing): the course is built (twice, see below), and the five pages with the most
@@ -36,8 +36,9 @@ formulas are opened in headless Chromium (`/usr/bin/chromium`, offline), `--mj-r
 times each in a fresh context (a new tab: a cold start, slower than following a link
 within the site), at 1280 x 800. A probe records, from navigation start, when every
 formula on the first screen (those an IntersectionObserver sees in the first frame) is
-typeset with its fonts loaded, and when every formula of the page is; after that the page is scrolled to the
-end and we check that no formula is left untypeset. Where the first screen's time goes
+typeset and drawn (where the output uses web fonts, with its fonts loaded), and when
+every formula of the page is; after that the page is scrolled to the end and we check
+that no formula is left untypeset. Where the first screen's time goes
 is reported too: when MathJax is ready (its scripts have run and its startup is done; no
 formula can be typeset sooner) and when the first screen's formulas are in the page
 (before they are drawn). Each page is also reached by following a link from the next of
@@ -194,7 +195,7 @@ def page_bytes(out: Path, page: str) -> dict:
             remote.append(ref)
             continue
         target = (html_path.parent / ref.split("#")[0].split("?")[0]).resolve()
-        if target.name == "tex-chtml.js" and target.parent.name == "mathjax":
+        if target.name in ("tex-chtml.js", "startup.js") and target.parent.name == "mathjax":
             rel = os.path.relpath(target.parent, out).replace(os.sep, "/") + "/"
             parts[rel] = folder_bytes(target.parent)
             notes.append(f"{rel} counted whole (upper bound)")
@@ -319,9 +320,10 @@ TARGET_FIRST_SCREEN_S = 0.3
 # DOMContentLoaded would make the browser lay the whole page out at once (sections far
 # below are otherwise not laid out yet, see `content-visibility` in annogen.css), so the
 # first screen is what an IntersectionObserver reports in the first frame.
-# A formula is readable only once its fonts have loaded (until then the browser draws
-# its glyphs invisible), and the browser asks for a font only when it lays out text
-# that uses it, after MathJax has inserted the formula. So the first screen counts as
+# A formula in MathJax's CommonHTML output (the "before" version) is readable only once
+# its fonts have loaded (until then the browser draws its glyphs invisible), and the
+# browser asks for a font only when it lays out text that uses it, after MathJax has
+# inserted the formula; the SVG output the pages use now draws paths and needs no font. So the first screen counts as
 # typeset at the first frame, after the one that laid the inserted formulas out, in
 # which none of the font faces they use is still loading. (Checking
 # `document.fonts.status` when the formulas appear, as this probe did before, passes
@@ -344,7 +346,7 @@ new MutationObserver(function (records, observer) {
 }).observe(document, {childList: true, subtree: true});
 document.addEventListener('DOMContentLoaded', function () {
   var els = Array.prototype.slice.call(document.querySelectorAll('.arithmatex'));
-  function done(e) { var c = e.querySelector('mjx-container'); return !!(c && c.querySelector('mjx-math')); }
+  function done(e) { var c = e.querySelector('mjx-container'); return !!(c && c.querySelector('mjx-math, svg')); }
   function unquote(f) { return f.trim().replace(/^["']|["']$/g, ''); }
   __mj.n = els.length;
   var io = new IntersectionObserver(function (entries) {
@@ -386,7 +388,7 @@ LEFT_UNTYPESET = """async () => {
     }
     await (window.MathJax && MathJax.startup ? MathJax.startup.promise : null);
     return Array.from(document.querySelectorAll('.arithmatex'))
-      .filter(e => !e.querySelector('mjx-container mjx-math')).length;
+      .filter(e => !e.querySelector('mjx-container mjx-math, mjx-container > svg')).length;
   };
   return Promise.race([check(), new Promise(r => setTimeout(() => r(null), 60000))]);
 }"""
@@ -408,8 +410,6 @@ def before_variant(html: str, tex_chtml: Path) -> str:
     fonts loaded when the formulas are laid out."""
     start = html.index("<script>\n/* MathJax 3 typesets only")
     end = html.index("</script>", html.index('id="MathJax-script"')) + len("</script>")
-    if 'id="MathJax-fonts"' in html:
-        end = html.index("</script>", html.index('id="MathJax-fonts"')) + len("</script>")
     return html[:start] + BEFORE_CONFIG % tex_chtml.as_uri() + html[end:]
 
 
@@ -545,7 +545,7 @@ def typesetting_table(t: dict) -> str:
     rows += ["", "Where the first screen's time goes (medians, from navigation start): the "
              "first paint, MathJax's scripts run and its startup done (no formula can be "
              "typeset in the browser sooner), the first screen's formulas in the page, and "
-             "drawn with their fonts loaded.", "",
+             "drawn (with their fonts loaded, where they use web fonts).", "",
              "| page | how | version | first paint | MathJax ready | first screen inserted | "
              "first screen drawn |", "|---|---|---|---|---|---|---|"]
     for rel, e in t["pages"].items():

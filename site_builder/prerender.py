@@ -10,20 +10,16 @@ those formulas are drawn with the page's first paint, even with JavaScript turne
 The browser's MathJax then typesets the rest exactly as before; an element that already
 holds a typeset formula holds no TeX delimiters, so it finds nothing there.
 
-What is written is what MathJax itself would write in the browser, with two
-differences that do not show:
+What is written is what MathJax itself would write in the browser (its SVG output: each
+character a path from the TeX font's data, sized in `ex` units of the surrounding text,
+so no web font and no measuring is needed), with two differences that do not show:
 
-- **Size.** In the browser MathJax measures the x-height of the surrounding text and
-  scales the formula so that its own x-height ($0.442$ em in the TeX font) matches,
-  rounded to a tenth of a percent:
-  $$\text{font-size} = \frac{1\,\text{ex}}{0.442}.$$
-  The build has no text to measure, so the page's CSS says exactly that, with the
-  `ex` unit of the formula's parent, rounded the same way with CSS `round()` (a
-  browser without `round()` takes the unrounded size: a formula then sits up to a
-  third of a pixel from where MathJax would have put it).
-- **Style sheet.** MathJax's CommonHTML style sheet holds general rules and one rule
-  per character used; each page gets the rules of the formulas typeset in advance, in
-  a `<style>` in its head. The browser's MathJax adds its own as it typesets the rest.
+- **Ids.** Each formula carries the paths of its characters under ids (MathJax's
+  "local" font cache); in the browser MathJax numbers its formulas `MJX-1-...`,
+  `MJX-2-...`, so those typeset in advance are named `MJX-p1-...`, `MJX-p2-...`: no id
+  is used twice in a page.
+- **Style sheet.** The SVG output's few general rules go in a `<style>` in the page's
+  head; the browser's MathJax adds the same rules when it starts.
 
 A page is left entirely to the browser when one of its formulas defines something for
 the formulas after it (`\newcommand`, `\def`, `\label`, `\require`, ...): typeset in
@@ -153,10 +149,6 @@ class Prerender:
             raise BuildError(SCRIPT, None, f"typesetting the first formulas failed: {last}; "
                              "build with --no-prerender-math to typeset in the browser only")
         reply = json.loads(stdout)
-        x_height = reply["x_height"]
-        size = (f"\n.arithmatex[data-prerendered] > mjx-container {{\n"
-                f"  font-size: calc(1ex / {x_height});\n"
-                f"  font-size: round(nearest, calc(1ex / {x_height}), 0.001em);\n}}\n")
         for (f, text, found), page in zip(self.todo, reply["pages"]):
             parts, pos = [], 0
             for (m, _, _), markup in zip(found, page["html"]):
@@ -166,7 +158,7 @@ class Prerender:
             parts.append(text[pos:])
             page_html = "".join(parts)
             head_end = page_html.index("</head>")
-            style = f'<style id="MathJax-prerendered">\n{page["css"]}{size}</style>\n'
+            style = f'<style id="MathJax-prerendered">\n{page["css"]}</style>\n'
             f.write_text(page_html[:head_end] + style + page_html[head_end:], encoding="utf8")
         return sum(len(found) for _, _, found in self.todo)
 

@@ -49,44 +49,20 @@ BUILDER = Path(__file__).resolve().parent
 STATE_FILE = ".annogen-build.json"
 
 # The MathJax files the pages load: the loader, the components the page configuration
-# names (TeX input, CommonHTML output and its font data, the assistive MathML), the
-# fonts, and the TeX extensions loaded on demand (`\boldsymbol`, `\cancel`, ...). The
-# combined `tex-chtml.js` would add the contextual menu, a third of its 1.1 MB; the rest
-# of the 40 MB distribution is never requested.
-MATHJAX_WOFF = "output/chtml/fonts/woff-v2"
-MATHJAX_FILES = ["startup.js", "core.js", "input/tex.js", "output/chtml.js", "output/chtml/fonts/tex.js",
-                 MATHJAX_WOFF, "input/tex/extensions", "a11y/assistive-mml.js"]
+# names (TeX input, SVG output and its font data, the assistive MathML), and the TeX
+# extensions loaded on demand (`\boldsymbol`, `\cancel`, ...). The SVG output draws each
+# character as a path from that font data: there is no web font to fetch before a formula
+# can be drawn, and the browser lays a formula out as one box. The combined `tex-svg.js`
+# would add the contextual menu, a third of its size; the rest of the 40 MB distribution
+# is never requested.
+MATHJAX_FILES = ["startup.js", "core.js", "input/tex.js", "output/svg.js", "output/svg/fonts/tex.js",
+                 "input/tex/extensions", "a11y/assistive-mml.js"]
 MATHJAX_ENTRY = "startup.js"
 # The components the loader will request on every page with math (the scripts above
 # besides the loader itself), named in the page head so the browser fetches them while it
 # parses the page, where the browser typesets the first screen itself (see `_common`);
-# the TeX extensions (and fonts other than MATHJAX_FONTS, below) are asked for only when
-# a formula needs them.
+# the TeX extensions are asked for only when a formula needs them.
 MATHJAX_PRELOAD = [f for f in MATHJAX_FILES if f.endswith(".js") and f != MATHJAX_ENTRY]
-# The @font-face rules of MathJax's TeX font (CommonHTML output): family -> file in
-# MATHJAX_WOFF, as MathJax itself writes them (a browser test compares the two). The pages
-# declare them in their head, and MathJax is told not to add its own: a stylesheet that
-# adds @font-face rules makes the browser lay out all of the page's text again, which
-# MathJax's would do just when its first formulas are drawn.
-MATHJAX_FACES = {
-    "MJXZERO": "MathJax_Zero.woff", "MJXTEX": "MathJax_Main-Regular.woff",
-    "MJXTEX-B": "MathJax_Main-Bold.woff", "MJXTEX-I": "MathJax_Math-Italic.woff",
-    "MJXTEX-MI": "MathJax_Main-Italic.woff", "MJXTEX-BI": "MathJax_Math-BoldItalic.woff",
-    "MJXTEX-S1": "MathJax_Size1-Regular.woff", "MJXTEX-S2": "MathJax_Size2-Regular.woff",
-    "MJXTEX-S3": "MathJax_Size3-Regular.woff", "MJXTEX-S4": "MathJax_Size4-Regular.woff",
-    "MJXTEX-A": "MathJax_AMS-Regular.woff", "MJXTEX-C": "MathJax_Calligraphic-Regular.woff",
-    "MJXTEX-CB": "MathJax_Calligraphic-Bold.woff", "MJXTEX-FR": "MathJax_Fraktur-Regular.woff",
-    "MJXTEX-FRB": "MathJax_Fraktur-Bold.woff", "MJXTEX-SS": "MathJax_SansSerif-Regular.woff",
-    "MJXTEX-SSB": "MathJax_SansSerif-Bold.woff", "MJXTEX-SSI": "MathJax_SansSerif-Italic.woff",
-    "MJXTEX-SC": "MathJax_Script-Regular.woff", "MJXTEX-T": "MathJax_Typewriter-Regular.woff",
-    "MJXTEX-V": "MathJax_Vector-Regular.woff", "MJXTEX-VB": "MathJax_Vector-Bold.woff",
-}
-# The families nearly every formula uses: the zero-width font, Main (digits, operators,
-# brackets) and Math italic (variables); of the 43 course pages with formulas on their
-# first screen (1280 x 800), all use the first two and 37 the third.
-# The page loads them while MathJax's scripts load (base.html), not once the first
-# formulas are laid out.
-MATHJAX_FONTS = ["MJXZERO", "MJXTEX", "MJXTEX-I"]
 
 
 def mathjax_dir() -> Path:
@@ -356,10 +332,6 @@ def _common(course: Course, options: Options, root: str, has_math: bool) -> dict
         # is parsed, would only delay the first paint (by 8-90 ms, measured).
         "mathjax_preload": [] if options.mathjax_url or prerender_with(options) else
                            [f"{root}static/mathjax/{name}" for name in MATHJAX_PRELOAD],
-        "mathjax_faces": {} if options.mathjax_url else
-                         {family: f"{root}static/mathjax/{MATHJAX_WOFF}/{name}"
-                          for family, name in MATHJAX_FACES.items()},
-        "mathjax_fonts": [] if options.mathjax_url else MATHJAX_FONTS,
         "chapter_count": sum(len(chapters) for _, chapters in course.parts),
     }
 

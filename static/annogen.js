@@ -152,14 +152,6 @@
   /* Typeset formulas change widths: the page says when MathJax is done (MathJax loads
      asynchronously, so it may not have started when this runs). */
   document.addEventListener("annogen:typeset", function () { typeset = true; relayout(); });
-  /* A font that arrives later (a section scrolled into view uses a new one) changes
-     widths again. */
-  if (document.fonts && document.fonts.addEventListener) {
-    document.fonts.addEventListener("loadingdone", function () {
-      if (!typeset) return;
-      clearTimeout(resizeTimer); resizeTimer = setTimeout(relayout, 100);
-    });
-  }
 
   /* ---- search over window.ANNOGEN_SEARCH (static/search-index.js) ---- */
   var input = document.getElementById("search-input");

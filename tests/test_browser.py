@@ -16,7 +16,6 @@ import re
 import shutil
 import sys
 import textwrap
-import time
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -207,7 +206,7 @@ class Offline:
         page.on("console", lambda m: m.type == "error" and page.problems.append(
             f"console error: {m.text} ({m.location.get('url', '')})"))
         page.on("pageerror", lambda e: page.problems.append(f"page error: {e}"))
-        # ERR_ABORTED is a load cut short by leaving the page (fonts still loading);
+        # ERR_ABORTED is a load cut short by leaving the page (a script still loading);
         # a missing file is ERR_FILE_NOT_FOUND.
         page.on("requestfailed", lambda r: "ERR_ABORTED" not in (r.failure or "") and
                 page.problems.append(f"request failed: {r.url} ({r.failure})"))
@@ -251,7 +250,9 @@ def wait_for_mathjax(page) -> None:
 
 
 # Counts for the math checks; `red` finds undefined macros (MathJax's noundefined
-# extension colours them red) and errors (merror is red on yellow).
+# extension colours them red) and errors (merror is red on yellow); `dupIds`, ids of the
+# paths formulas draw their characters from that are used twice in the page (the
+# formulas typeset at build time and those typeset in the browser must not share any).
 MATH_REPORT = """() => {
   const all = Array.from(document.querySelectorAll('.arithmatex'));
   const containers = document.querySelectorAll('.arithmatex mjx-container');
@@ -259,16 +260,19 @@ MATH_REPORT = """() => {
   document.querySelectorAll('mjx-container, mjx-container *').forEach(el => {
     const style = el.getAttribute('style') || '';
     if (/red/i.test(style) || getComputedStyle(el).color === 'rgb(255, 0, 0)' ||
-        el.getAttribute('mathcolor') === 'red') {
+        el.getAttribute('mathcolor') === 'red' || el.getAttribute('fill') === 'red') {
       const f = el.closest('.arithmatex');
       red.push(f ? f.textContent.slice(0, 80) : el.tagName);
     }
   });
+  const ids = Array.from(document.querySelectorAll('mjx-container [id]'), e => e.id);
   return {
     arithmatex: all.length,
     typeset: containers.length,
     untypeset: all.filter(e => !e.querySelector('mjx-container')).map(e => e.textContent.slice(0, 80)),
-    merror: Array.from(document.querySelectorAll('mjx-merror')).map(e => e.getAttribute('data-mjx-error')),
+    merror: Array.from(document.querySelectorAll('mjx-container [data-mml-node="merror"]'),
+                       e => e.getAttribute('data-mjx-error')),
+    dupIds: ids.filter((id, i) => ids.indexOf(id) !== i).slice(0, 5),
     red: red,
     inCode: document.querySelectorAll('code .arithmatex:not([data-src]), pre .arithmatex:not([data-src])').length,
     script: !!document.getElementById('MathJax-script'),
@@ -370,6 +374,8 @@ def _math_problems(page, name: str) -> list[str]:
         problems.append(f"{name}: MathJax errors {r['merror']}")
     if r["red"]:
         problems.append(f"{name}: undefined macros (red text) in {r['red']}")
+    if r["dupIds"]:
+        problems.append(f"{name}: formulas share the ids {r['dupIds']}")
     return problems
 
 
@@ -390,18 +396,18 @@ def test_math_edge_cases(demo, offline):
     # Inline math: `*` and `_` stayed TeX (no <em>), two subscripts, inline container.
     inline = page.locator(".docs p span.arithmatex").first
     assert inline.locator("mjx-container").get_attribute("display") is None
-    assert inline.locator("mjx-msub").count() == 2
-    assert page.locator("span.arithmatex mjx-menclose").count() == 1  # \cancel
+    assert inline.locator('[data-mml-node="msub"]').count() == 2
+    assert page.locator('span.arithmatex [data-mml-node="menclose"]').count() == 1  # \cancel
     assert page.locator(".docs em").count() == 0
     # Display math directly under a prose line became its own typeset block.
-    frac = page.locator("div.arithmatex", has=page.locator("mjx-mfrac"))
+    frac = page.locator("div.arithmatex", has=page.locator('[data-mml-node="mfrac"]'))
     assert frac.count() == 1
     assert frac.locator("mjx-container").get_attribute("display") == "true"
     assert "Prose directly above display math" in frac.locator("xpath=..").inner_text()
     # `\\` survived Markdown: the aligned block has two rows.
-    aligned = page.locator("div.arithmatex", has=page.locator("mjx-mtable"))
+    aligned = page.locator("div.arithmatex", has=page.locator('[data-mml-node="mtable"]'))
     assert aligned.count() == 1
-    assert aligned.locator("mjx-mtr").count() == 2
+    assert aligned.locator('[data-mml-node="mtr"]').count() == 2
     # No TeX delimiter is left over as text in the prose.
     prose = page.evaluate("""() => Array.from(document.querySelectorAll('.docs'))
         .map(d => { const c = d.cloneNode(true);
@@ -482,10 +488,10 @@ def test_mathjax_components_are_preloaded_and_each_fetched_once(built, request, 
     if built == "site":
         assert preloaded == []
     else:
-        assert {"core.js", "input/tex.js", "output/chtml.js"} <= set(preloaded), preloaded
+        assert {"core.js", "input/tex.js", "output/svg.js"} <= set(preloaded), preloaded
     assert sorted(fetched) == sorted(set(fetched)), f"fetched more than once: {fetched}"
     components = {f for f in fetched if not f.startswith("input/tex/extensions/")}
-    assert {"core.js", "input/tex.js", "output/chtml.js"} <= components
+    assert {"core.js", "input/tex.js", "output/svg.js"} <= components
     if preloaded:
         assert components == set(preloaded) | {"startup.js"}, (fetched, preloaded)
     assert page.evaluate("() => document.querySelectorAll('.arithmatex').length") == \
@@ -494,110 +500,42 @@ def test_mathjax_components_are_preloaded_and_each_fetched_once(built, request, 
     offline.check()
 
 
-# Run before the page's own scripts: when MathJax first inserts formulas, note which
-# font faces of each family exist and their status.
-FONTS_AT_FIRST_FORMULA = """
-window.__fontsAtFirst = null;
-new MutationObserver(function (records, observer) {
-  if (!document.querySelector('mjx-container')) return;
-  observer.disconnect();
-  var seen = {};
-  document.fonts.forEach(function (f) { (seen[f.family] = seen[f.family] || []).push(f.status); });
-  window.__fontsAtFirst = seen;
-}).observe(document, {childList: true, subtree: true});
-"""
-FONT_FACE_RULES = """() => {
-  const rules = {};
-  for (const sheet of document.styleSheets) {
-    let list; try { list = sheet.cssRules; } catch (e) { continue; }
-    for (const r of list) if (r instanceof CSSFontFaceRule) {
-      const m = /url\\("?([^")]+)"?\\)/.exec(r.style.getPropertyValue('src'));
-      const family = r.style.getPropertyValue('font-family').replace(/"/g, '');
-      rules[family] = m && new URL(m[1], sheet.href || document.baseURI).href;
-    }
-  }
-  return rules;
-}"""
-
-
-def test_formula_fonts_load_with_the_page_not_after_the_first_formulas(demo, offline):
-    """The fonts nearly every formula uses are asked for while the page loads: when MathJax
-    inserts its first formulas they are already loading or loaded (without this the
-    browser requests them only when it lays those formulas out, and draws them invisible
-    until they arrive). Each of MathJax's font families has one face, the page's own:
-    MathJax adds no @font-face rule of its own, which would make the browser lay out
-    the page's text again when the first formulas are drawn."""
-    from site_builder.site import MATHJAX_FACES, MATHJAX_FONTS
+def test_formulas_need_no_web_font(site, demo, offline):
+    """MathJax's SVG output draws every character as a path: a page with formulas asks
+    for no font file and declares no font face, so nothing holds a formula back once it
+    is laid out. Checked on a page typeset at build time and in the browser, and on the
+    demo page, whose formulas use extensions loaded on demand (`\\boldsymbol`,
+    `\\cancel`)."""
     ctx = offline.context()
-    ctx.add_init_script(FONTS_AT_FIRST_FORMULA)
-    page = offline.page(ctx)
-    page.goto(url(demo, "demo.html"))
-    wait_for_mathjax(page)
-    page.wait_for_function("() => window.__fontsAtFirst !== null")
-    at_first = page.evaluate("() => window.__fontsAtFirst")
-    for family in MATHJAX_FONTS:
-        assert {"loading", "loaded"} & set(at_first.get(family, [])), (family, at_first)
-    assert page.evaluate("""() => Array.from(document.getElementById('MJX-CHTML-styles')
-        .sheet.cssRules).filter(r => r instanceof CSSFontFaceRule).length""") == 0
-    page.evaluate("() => document.fonts.ready")
-    statuses = page.evaluate("""() => {
-        const s = {};
-        document.fonts.forEach(f => (s[f.family] = s[f.family] || []).push(f.status));
-        return s;
-    }""")
-    assert set(statuses) == set(MATHJAX_FACES), statuses
-    for family, status in statuses.items():
-        assert len(status) == 1 and status != ["error"], (family, status)
-    for family in MATHJAX_FONTS:
-        assert statuses[family] == ["loaded"], statuses
-    assert not page.problems, page.problems
-    offline.check()
-
-
-def test_the_page_declares_mathjax_fonts_as_mathjax_itself_would(demo, offline):
-    """The page declares MathJax's @font-face rules itself and tells MathJax to add none;
-    they must be the very rules MathJax writes when left to itself (the same families,
-    the same files), as on a page whose head does not declare them (`--mathjax-url`)."""
-    from site_builder.site import MATHJAX_FACES
-    ctx = offline.context()
-    page = offline.page(ctx)
-    page.goto(url(demo, "demo.html"))
-    wait_for_mathjax(page)
-    ours = page.evaluate(FONT_FACE_RULES)
-    assert list(ours) == list(MATHJAX_FACES), ours
-
-    def without_faces(route):
-        html = path_of(route.request.url).read_text(encoding="utf8")
-        start = html.index('<style id="MathJax-faces">')
-        html = html[:start] + html[html.index("</style>", start) + len("</style>"):]
-        route.fulfill(body=html, content_type="text/html")
-    page = offline.page(ctx)
-    page.route(url(demo, "demo.html"), without_faces)
-    page.goto(url(demo, "demo.html"))
-    wait_for_mathjax(page)
-    assert page.locator("#MathJax-faces").count() == 0
-    assert page.locator("mjx-container").count() > 0
-    assert page.evaluate(FONT_FACE_RULES) == ours
-    assert not page.problems, page.problems
+    for folder, rel in [(site, "var/quant.html"), (demo, "demo.html")]:
+        page = offline.page(ctx)
+        fonts = []
+        page.on("request", lambda r: r.resource_type == "font" and fonts.append(r.url))
+        page.goto(url(folder, rel))
+        wait_for_mathjax(page)
+        assert _math_problems(page, rel) == []
+        assert page.evaluate("() => document.querySelectorAll('mjx-container > svg').length") > 5
+        assert fonts == [], fonts
+        assert page.evaluate("() => document.fonts.size") == 0
+        assert not page.problems, page.problems
     offline.check()
 
 
 # Run before the page's own scripts: at the first frame after the one in which the
-# formulas of the first screen appear (so the browser has asked for their fonts) in
-# which no font is loading, note whether the rest of the page is typeset too (then the
-# first screen was never drawn on its own).
+# formulas of the first screen appear, note whether the rest of the page is typeset too
+# (then the first screen was never drawn on its own).
 FIRST_SCREEN_DRAWN = """
 window.__drawnAlone = null;
 document.addEventListener('DOMContentLoaded', function () {
   var els = Array.prototype.slice.call(document.querySelectorAll('.arithmatex'));
-  function done(e) { return !!e.querySelector('mjx-container mjx-math'); }
+  function done(e) { return !!e.querySelector('mjx-container > svg'); }
   var io = new IntersectionObserver(function (entries) {
     io.disconnect();
     var first = entries.filter(function (en) { return en.isIntersecting; }).map(function (en) { return en.target; });
     var frames = 0;
     (function poll() {
       if (first.every(done)) frames++;
-      if (frames > 1 && document.fonts.status === 'loaded') {
+      if (frames > 1) {
         window.__drawnAlone = !els.every(done);
         return;
       }
@@ -611,18 +549,11 @@ document.addEventListener('DOMContentLoaded', function () {
 
 def test_first_screen_is_drawn_before_the_rest_is_typeset(browser_only, offline):
     """Typesetting the rest of a long page holds the page's thread for a while, and no
-    frame is drawn meanwhile: the formulas of the first screen must be drawn, their
-    fonts loaded, before that starts. The fonts are made slow to arrive here (300 ms), so
-    that the page must wait for them. (The page is built with --no-prerender-math, as
-    where Node.js is not installed: otherwise its first screen comes typeset from the
-    build.)"""
+    frame is drawn meanwhile: the formulas of the first screen must be drawn before that
+    starts. (The page is built with --no-prerender-math, as where Node.js is not
+    installed: otherwise its first screen comes typeset from the build.)"""
     ctx = offline.context()
     ctx.add_init_script(FIRST_SCREEN_DRAWN)
-
-    def slow_font(route):
-        time.sleep(0.3)
-        route.continue_()
-    ctx.route("**/*.woff", slow_font)
     page = offline.page(ctx)
     page.goto(url(browser_only, "var/quant.html"))
     page.wait_for_function("() => window.__drawnAlone !== null", timeout=20_000)
@@ -672,13 +603,11 @@ def test_formulas_typeset_at_build_time_are_those_mathjax_draws(site, browser_on
         page = offline.page(ctx)
         page.goto(url(folder, "var/quant.html"))
         page.wait_for_function("() => window.__typeset === true", timeout=20_000)
-        # Every section laid out and every font face loaded before anything is measured:
-        # otherwise a section first laid out for the screenshot could still be waiting
-        # for a font its formulas use, in one of the two pages and not the other.
+        # Every section laid out before anything is measured.
         page.add_style_tag(
             content=".section, .prose-section { content-visibility: visible !important; }")
-        page.evaluate("""() => Promise.all(Array.from(document.fonts, f => f.load()))
-            .then(() => new Promise(done => requestAnimationFrame(() => requestAnimationFrame(done))))""")
+        page.evaluate("""() => new Promise(done =>
+            requestAnimationFrame(() => requestAnimationFrame(done)))""")
         early = page.evaluate("() => [__early.length, __early.every(c => c.isConnected)]")
         assert early == ([FIRST, True] if folder == site else [0, True]), early
         boxes.append(page.evaluate("""() => Array.from(document.querySelectorAll(
@@ -695,24 +624,6 @@ def test_formulas_typeset_at_build_time_are_those_mathjax_draws(site, browser_on
     assert first.size == second.size, (first.size, second.size)
     differ = ImageChops.difference(first, second).getbbox()
     assert differ is None, f"the two pages differ in the pixels of the box {differ}"
-    offline.check()
-
-
-def test_a_font_that_never_arrives_does_not_stop_typesetting(site, offline):
-    """The page waits for the first screen's fonts before typesetting the rest; a font
-    request that never completes must not leave the rest of the page untypeset."""
-    ctx = offline.context()
-    stalled = []
-    ctx.route("**/MathJax_Main-Regular.woff", lambda route: stalled.append(route))  # never answered
-    page = offline.page(ctx)
-    page.goto(url(site, "var/quant.html"), wait_until="domcontentloaded")  # no load event
-    page.wait_for_function("""() => { const all = document.querySelectorAll('.arithmatex');
-        return all.length > 100 && Array.from(all).every(e => e.querySelector('mjx-container'));
-    }""", timeout=20_000)
-    assert stalled, "the font request was not held"
-    page.evaluate("() => MathJax.startup.promise")  # the page's startup finishes too
-    for route in stalled:
-        route.abort()
     offline.check()
 
 
@@ -1184,7 +1095,7 @@ def test_comment_math_is_typeset_and_copied_as_written(demo, offline):
     # Dunder names stay names; the formula over two comment lines is typeset.
     wide = page.locator(".docs", has_text="Wide things")
     assert "__main__.py" in wide.inner_text() and wide.locator("strong").all_text_contents() == ["lr"]
-    assert wide.locator("p span.arithmatex mjx-mfrac").count() == 1
+    assert wide.locator('p span.arithmatex [data-mml-node="mfrac"]').count() == 1
     assert "$" not in wide.locator("p").first.inner_text()
     offline.check()
 

@@ -68,12 +68,13 @@ def test_mathjax_only_on_pages_with_math_and_only_the_files_pages_load(course_si
     no_math = (course_site / "site-builder" / "errors.html").read_text()
     assert "MathJax" not in no_math
     mj = course_site / "static" / "mathjax"
-    for name in ("startup.js", "input/tex.js", "output/chtml.js", "output/chtml/fonts/tex.js",
+    for name in ("startup.js", "input/tex.js", "output/svg.js", "output/svg/fonts/tex.js",
                  "a11y/assistive-mml.js"):
         assert (mj / name).is_file(), name
-    assert list((mj / "output/chtml/fonts/woff-v2").glob("*.woff"))
-    # Neither the combined bundle (with the menu) nor anything else the pages never load.
-    assert not (mj / "tex-chtml.js").exists() and not (mj / "ui" / "menu.js").exists()
+    # Neither the combined bundle (with the menu), nor the other output and its web fonts,
+    # nor anything else the pages never load.
+    assert not (mj / "tex-svg.js").exists() and not (mj / "ui" / "menu.js").exists()
+    assert not (mj / "output" / "chtml.js").exists() and not list(mj.rglob("*.woff"))
     assert not (mj / "mml-chtml.js").exists() and not (mj / "sre").exists()
     assert sum(p.stat().st_size for p in mj.rglob("*") if p.is_file()) < 4_000_000
 
@@ -184,7 +185,7 @@ def test_refuses_to_replace_a_folder_it_did_not_make(small, tmp_path, capsys):
 
 def test_mathjax_url_option_loads_from_that_url(small, tmp_path, capsys):
     out = tmp_path / "out"
-    url = "https://cdn.example.org/mathjax@3.2.2/es5/tex-chtml.js"
+    url = "https://cdn.example.org/mathjax@3.2.2/es5/tex-svg.js"
     assert run([small, "--out", out, "--mathjax-url", url, "-q"], capsys)[0] == 0
     html = (out / "b.html").read_text()
     assert f'src="{url}"' in html
@@ -451,15 +452,18 @@ def test_first_formulas_are_typeset_at_build_time_and_the_rest_left_to_the_brows
     # The first FIRST formulas, in page order; the rest still TeX for MathJax.
     assert len(done) == FIRST and len(done) + len(raw) == 34
     assert raw[0] == r"\(y_{20}\)" and raw[-1] == r"\(y_{29}\)"
-    assert "mjx-c1D44E" in done[0] and "mjx-c3C" in done[0]  # a < b: the TeX, not &lt;
-    assert "TEX-BI" in done[1]  # \boldsymbol, an extension MathJax loads on demand
+    assert 'data-c="1D44E"' in done[0] and 'data-c="3C"' in done[0]  # a < b: not &lt;
+    assert "TEX-BI-" in done[1]  # \boldsymbol, an extension MathJax loads on demand
     assert 'display="true"' in done[2] and 'display="true"' not in done[0]
-    assert all("mjx-merror" not in d and "<math" in d for d in done)  # MathML for readers
+    assert all('data-mml-node="merror"' not in d and "<math" in d for d in done)  # MathML
+    # Each formula draws its characters from paths of its own, under ids used once.
+    ids = re.findall(r' id="(MJX-[^"]+)"', html)
+    assert ids and len(ids) == len(set(ids))
     # The formula in a code comment keeps the TeX the copy button puts back.
     assert re.search(r'data-src="\$n_i\$" data-prerendered><mjx-container', html)
-    # The page carries the style sheet of those formulas, without @font-face rules.
+    # The page carries the SVG output's style sheet; no web font is needed.
     style = re.search(r'<style id="MathJax-prerendered">(.*?)</style>', html, re.S)[1]
-    assert "mjx-c.mjx-c3C::before" in style and "@font-face" not in style
+    assert 'mjx-container[jax="SVG"]' in style and "@font-face" not in style
     assert "prerendered" not in (tmp_path / "out" / "plain.html").read_text()
 
 
