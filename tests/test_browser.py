@@ -251,8 +251,8 @@ def wait_for_mathjax(page) -> None:
 
 # Counts for the math checks; `red` finds undefined macros (MathJax's noundefined
 # extension colours them red) and errors (merror is red on yellow); `dupIds`, ids of the
-# paths formulas draw their characters from that are used twice in the page (the
-# formulas typeset at build time and those typeset in the browser must not share any).
+# paths formulas draw their characters from that are used twice in the page (those of
+# the formulas typeset at build time and of those typeset in the browser must differ).
 MATH_REPORT = """() => {
   const all = Array.from(document.querySelectorAll('.arithmatex'));
   const containers = document.querySelectorAll('.arithmatex mjx-container');
@@ -265,7 +265,7 @@ MATH_REPORT = """() => {
       red.push(f ? f.textContent.slice(0, 80) : el.tagName);
     }
   });
-  const ids = Array.from(document.querySelectorAll('mjx-container [id]'), e => e.id);
+  const ids = Array.from(document.querySelectorAll('[id^="MJX-"]'), e => e.id);
   return {
     arithmatex: all.length,
     typeset: containers.length,
@@ -978,8 +978,11 @@ PAGE_BASICS = """() => {
   });
   if (document.documentElement.lang !== 'en') p.push('no document language');
   for (const sel of ['header', 'main#content', 'footer', 'nav']) if (!document.querySelector(sel)) p.push('no ' + sel);
+  // First of what is shown (the paths of formulas typeset at build time, hidden, may
+  // come before it).
   const skip = document.querySelector('body > a.skip-link');
-  if (!skip || skip !== document.body.firstElementChild || skip.getAttribute('href') !== '#content')
+  const first = Array.from(document.body.children).find(e => getComputedStyle(e).display !== 'none');
+  if (!skip || skip !== first || skip.getAttribute('href') !== '#content')
     p.push('no skip link first in the page');
   return p;
 }"""

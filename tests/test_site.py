@@ -456,9 +456,12 @@ def test_first_formulas_are_typeset_at_build_time_and_the_rest_left_to_the_brows
     assert "TEX-BI-" in done[1]  # \boldsymbol, an extension MathJax loads on demand
     assert 'display="true"' in done[2] and 'display="true"' not in done[0]
     assert all('data-mml-node="merror"' not in d and "<math" in d for d in done)  # MathML
-    # Each formula draws its characters from paths of its own, under ids used once.
-    ids = re.findall(r' id="(MJX-[^"]+)"', html)
-    assert ids and len(ids) == len(set(ids))
+    # The formulas draw their characters from one set of paths, each character once,
+    # placed before the first formula (drawn while the page is still being parsed).
+    ids = re.findall(r'<path id="(MJX-[^"]+)"', html)
+    used = set(re.findall(r'xlink:href="#(MJX-[^"]+)"', html))
+    assert used and used == set(ids) and len(ids) == len(set(ids))
+    assert html.index('<svg id="MathJax-prerendered-paths"') < html.index("data-prerendered>")
     # The formula in a code comment keeps the TeX the copy button puts back.
     assert re.search(r'data-src="\$n_i\$" data-prerendered><mjx-container', html)
     # The page carries the SVG output's style sheet; no web font is needed.
