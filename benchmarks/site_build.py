@@ -323,11 +323,11 @@ TARGET_FIRST_SCREEN_S = 0.3
 # A formula in MathJax's CommonHTML output (the "before" version) is readable only once
 # its fonts have loaded (until then the browser draws its glyphs invisible), and the
 # browser asks for a font only when it lays out text that uses it, after MathJax has
-# inserted the formula; the SVG output the pages use now draws paths and needs no font. So the first screen counts as
-# typeset at the first frame, after the one that laid the inserted formulas out, in
-# which none of the font faces they use is still loading. (Checking
-# `document.fonts.status` when the formulas appear, as this probe did before, passes
-# before those fonts have even been requested: it reported 50-100 ms too early.)
+# inserted the formula; the SVG output the pages use now draws paths and needs no font.
+# So the first screen counts as typeset at the first frame, after the one that laid the
+# inserted formulas out, in which none of the font faces they use is still loading.
+# (Checking `document.fonts.status` when the formulas appear, as this probe did before,
+# passes before those fonts have even been requested: it reported 50-100 ms too early.)
 PROBE = """
 window.__mj = {first: null, all: null, inserted: null, ready: null};
 /* When MathJax's scripts have run and its startup is done (its pageReady is called): no
