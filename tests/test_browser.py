@@ -547,19 +547,15 @@ document.addEventListener('DOMContentLoaded', function () {
 """
 
 
-@pytest.mark.parametrize("rel", ["var/quant.html", "r3gan/index.html"])
-def test_first_screen_is_drawn_before_the_rest_is_typeset(browser_only, offline, rel):
+def test_first_screen_is_drawn_before_the_rest_is_typeset(browser_only, offline):
     """Typesetting the rest of a long page holds the page's thread for a while, and no
     frame is drawn meanwhile: the formulas of the first screen must be drawn before that
-    starts. On var/quant typesetting the first screen pulls formulas from below into it
-    (a second short pass); on r3gan/index it does not, and nothing but the page's wait
-    for the next frame comes between the first screen and the rest. (The pages are
-    built with --no-prerender-math, as where Node.js is not installed: otherwise their
-    first screen comes typeset from the build.)"""
+    starts. (The page is built with --no-prerender-math, as where Node.js is not
+    installed: otherwise its first screen comes typeset from the build.)"""
     ctx = offline.context()
     ctx.add_init_script(FIRST_SCREEN_DRAWN)
     page = offline.page(ctx)
-    page.goto(url(browser_only, rel))
+    page.goto(url(browser_only, "var/quant.html"))
     page.wait_for_function("() => window.__drawnAlone !== null", timeout=20_000)
     assert page.evaluate("() => document.querySelectorAll('.arithmatex').length") > 100
     assert page.evaluate("() => window.__drawnAlone") is True
